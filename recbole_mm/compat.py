@@ -1,0 +1,81 @@
+"""Every accommodation of RecBole 1.2.1 to today's scientific Python, in one place.
+
+RecBole 1.2.1 (the newest release) predates the libraries below. Each breakage is handled once,
+by a version pin in setup.cfg where a pin does the job and by the smallest patch here where it
+cannot, and each has a test in tests/test_compat.py that fails without the fix.
+
+=====================  ============================================  ==========================
+breakage               symptom in RecBole 1.2.1                      fix
+=====================  ============================================  ==========================
+numpy >= 2             ``Config()`` aliases the removed ``np.float_`` pin ``numpy<2``
+                       (RecBole#2215); ray 2.6.3 uses ``np.bool8``
+pandas >= 3            copy-on-write turns ``df[f].fillna(..,         pin ``pandas<3``
+                       inplace=True)`` into a no-op: empty
+                       ``token_seq``/``float_seq`` cells crash the
+                       loader and NaNs stay unfilled (silently)
+scipy >= 1.13          LightGCN, NGCF, NCL, GCMC, SpectralCF, KGIN,  pin ``scipy<1.13``
+                       MCCLK call the removed private
+                       ``dok_matrix._update``
+setuptools >= 81       ray 2.6.3 (required by ``recbole.quick_start``) pin ``setuptools<81``
+                       imports the removed ``pkg_resources``
+torch >= 2.6           ``torch.load`` defaults to ``weights_only=True`` :func:`patch_checkpoint_loading`
+                       and refuses RecBole's checkpoints, which
+                       pickle the ``Config`` (RecBole#2215): the
+                       best-model reload after training and
+                       ``load_data_and_model`` fail. Allow-listing
+                       cannot help: the Config holds arbitrary
+                       classes (the model class, enums, numpy
+                       objects)
+unknown model name     RecBole's ``get_model`` imports its lightgbm  ``recbole_mm.utils.get_model``
+                       wrapper while searching and reports ``No      checks the name first
+                       module named 'lightgbm'``
+=====================  ============================================  ==========================
+
+A pin cannot fix torch: the project must run on current torch releases. RecBole's trainers all
+live in ``recbole.trainer.trainer`` and reach torch through that module's global name ``torch``.
+:func:`patch_checkpoint_loading` rebinds that one name, in that module only, to a view of torch
+whose ``load`` passes ``weights_only=False`` unless the caller chose otherwise; RecBole's
+``load_data_and_model`` is replaced by ours (``recbole_mm.registry``), which reads checkpoints
+through :func:`load_recbole_checkpoint`. Every other ``torch.load`` in the process keeps torch's
+safe default. RecBole's checkpoints contain pickled objects: load them only from trusted sources.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import types
+from typing import Any
+
+import torch
+
+# RecBole's module whose trainers read RecBole's own full checkpoints (state + pickled Config).
+RECBOLE_CHECKPOINT_READER = "recbole.trainer.trainer"
+
+
+def load_recbole_checkpoint(path: str, map_location: Any = None) -> dict:
+    """Read a RecBole-format checkpoint (it pickles the Config: trusted files only)."""
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+class _TorchWithTrustedLoad(types.ModuleType):
+    """torch as seen by RecBole's checkpoint readers: identical except for ``load``."""
+
+    def __init__(self) -> None:
+        super().__init__("torch", torch.__doc__)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(torch, name)
+
+    @staticmethod
+    @functools.wraps(torch.load)
+    def load(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("weights_only", False)
+        return torch.load(*args, **kwargs)
+
+
+def patch_checkpoint_loading() -> None:
+    """Let RecBole's trainers resume and reload their checkpoints on torch>=2.6."""
+    module = importlib.import_module(RECBOLE_CHECKPOINT_READER)
+    if not isinstance(module.torch, _TorchWithTrustedLoad):
+        module.torch = _TorchWithTrustedLoad()

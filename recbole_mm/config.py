@@ -1,0 +1,48 @@
+"""RecBole's Config, extended with recbole_mm's property files.
+
+Precedence, lowest first (RecBole's own rule, with our files inside the "internal" layer):
+RecBole's internal properties (overall, model, dataset, model-type quick-start files) <
+recbole_mm's ``properties/overall.yaml`` < ``properties/model/<Model>.yaml`` <
+``properties/dataset/<dataset>.yaml`` < config files < config dict < command line.
+"""
+
+from __future__ import annotations
+
+from recbole.config import Config as RecBoleConfig
+
+from recbole_mm import properties
+
+
+class Config(RecBoleConfig):
+    """Drop-in replacement for :class:`recbole.config.Config` that knows recbole_mm."""
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+        if isinstance(model, str):
+            from recbole_mm.utils import get_model
+
+            model = get_model(model)
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        for file in (
+            properties.overall_file(),
+            properties.model_file(model),
+            properties.dataset_file(dataset),
+        ):
+            if file.is_file():
+                loaded = self._update_internal_config_dict(str(file)) or {}
+                if file == properties.dataset_file(dataset):
+                    self.parameters["Dataset"] += [
+                        k for k in loaded if k not in self.parameters["Dataset"]
+                    ]
+
+    def _set_default_parameters(self):
+        from recbole_mm.data.embedded import default_cache_dir, is_embedded
+
+        # Embedded datasets are built into a cache folder unless the user names a data_path.
+        if is_embedded(self.dataset) and "data_path" not in self.external_config_dict:
+            self.final_config_dict["data_path"] = str(default_cache_dir() / "datasets")
+        super()._set_default_parameters()

@@ -1,0 +1,182 @@
+"""RecBole datasets that carry content-modality feature matrices aligned to item ids.
+
+The features of every modality the dataset declares (``modalities`` in its YAML, see
+:mod:`recbole_mm.data.features`) are read and validated once, right after RecBole loads the
+atomic files, and aligned to RecBole's remapped item ids once, after remapping. Models get them
+through :meth:`MultimodalMixin.modality_features` and never read files.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from recbole.data.dataset import Dataset, SequentialDataset
+
+from recbole_mm.data.features import (
+    FeatureError,
+    ModalitySpec,
+    align_features,
+    load_modality,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetFilesMissing(FileNotFoundError):
+    """The atomic files of a dataset are absent; the message says how to produce them."""
+
+
+def required_files(config) -> list[Path]:
+    """The interaction files RecBole will read for ``config``'s dataset."""
+    folder, name = Path(config["data_path"]), config["dataset"]
+    parts = config["benchmark_filename"]
+    if parts:
+        return [folder / f"{name}.{part}.inter" for part in parts]
+    return [folder / f"{name}.inter"]
+
+
+def check_dataset_files(config) -> None:
+    """Raise :class:`DatasetFilesMissing` naming the files and the command that makes them."""
+    missing = [str(p) for p in required_files(config) if not p.is_file()]
+    if not missing:
+        return
+    name = config["dataset"]
+    if config["build_command"]:
+        fix = f"Produce them with:\n    {config['build_command']}\n(see docs/dataset_tools.md)"
+    else:
+        from recbole_mm.properties import configured_datasets
+
+        fix = (
+            "Put RecBole atomic files there (see README, 'Bring your own data'), set data_path, "
+            f"or use a dataset recbole_mm has properties for: {', '.join(configured_datasets())}."
+        )
+    raise DatasetFilesMissing(f"Dataset '{name}': missing {', '.join(missing)}. {fix}")
+
+
+def modality_specs(config) -> dict[str, ModalitySpec]:
+    """The content modalities the configuration declares for its dataset."""
+    declared = config["modalities"] or {}
+    if not isinstance(declared, dict):
+        raise FeatureError(
+            f"modalities = {declared!r} for dataset '{config['dataset']}' must be a mapping "
+            f"{{name: {{dim: ..}}}}."
+        )
+    return {
+        name: ModalitySpec.from_config(
+            name, entry, folder=config["data_path"], dataset=config["dataset"]
+        )
+        for name, entry in declared.items()
+    }
+
+
+class MultimodalMixin:
+    """Adds aligned content-modality features to a RecBole dataset class."""
+
+    def __init__(self, config):
+        self._raw_modalities: dict[str, tuple[list[str], np.ndarray, ModalitySpec]] = {}
+        super().__init__(config)
+        self._modality_features = self._align_modalities()
+        del self._raw_modalities
+
+    # -- public API ------------------------------------------------------------------------
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Names of the content modalities this dataset carries, in declaration order."""
+        return tuple(self._modality_features)
+
+    def modality_features(self, name: str) -> torch.Tensor:
+        """``[n_items, d]`` float32 features of modality ``name``; row 0 (padding) is zeros."""
+        if name not in self._modality_features:
+            raise FeatureError(
+                f"The model asks for modality '{name}' but dataset '{self.dataset_name}' declares "
+                f"{list(self.modalities) or 'no modalities'}. Add it under 'modalities' in the "
+                f"dataset's YAML with its feature files, or choose modalities the dataset has."
+            )
+        return self._modality_features[name]
+
+    # -- RecBole hooks ---------------------------------------------------------------------
+    def _download(self):
+        check_dataset_files(self.config)
+        raise DatasetFilesMissing(f"Dataset folder {self.dataset_path} does not exist.")
+
+    def _load_data(self, token, dataset_path):
+        check_dataset_files(self.config)
+        super()._load_data(token, dataset_path)
+        for name, spec in modality_specs(self.config).items():
+            tokens, features = load_modality(spec)
+            self._raw_modalities[name] = (tokens, features, spec)
+        if self.config["missing_feature_policy"] == "drop" and self._raw_modalities:
+            self._drop_items_without_features()
+
+    # -- internals -------------------------------------------------------------------------
+    def _drop_items_without_features(self) -> None:
+        """Remove the interactions (and .item rows) of items lacking a row in any modality."""
+        covered = set.intersection(*(set(raw[0]) for raw in self._raw_modalities.values()))
+        items = self.inter_feat[self.iid_field].astype(str)
+        keep = items.isin(covered).to_numpy()
+        dropped_items = sorted(set(items[~keep]))
+        if self.benchmark_filename_list is not None:
+            bounds = np.cumsum([0, *self.file_size_list])
+            self.file_size_list = [int(keep[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:])]
+        self.inter_feat = self.inter_feat[keep].reset_index(drop=True)
+        if self.item_feat is not None:
+            known = self.item_feat[self.iid_field].astype(str).isin(covered)
+            self.item_feat = self.item_feat[known.to_numpy()].reset_index(drop=True)
+        logger.info(
+            "missing_feature_policy=drop: removed %d items without features and their %d "
+            "interactions from dataset '%s'.",
+            len(dropped_items),
+            int((~keep).sum()),
+            self.dataset_name,
+        )
+        if len(self.inter_feat) == 0:
+            raise FeatureError(
+                f"Dataset '{self.dataset_name}': no interaction is left after dropping items "
+                f"without features (missing_feature_policy=drop). Check that the feature token "
+                f"files name this dataset's item tokens."
+            )
+
+    def _align_modalities(self) -> dict[str, torch.Tensor]:
+        aligned = {}
+        id2token = self.field2id_token[self.iid_field]
+        policy = self.config["missing_feature_policy"]
+        for name, (tokens, features, spec) in self._raw_modalities.items():
+            matrix, missing = align_features(
+                tokens,
+                features,
+                id2token,
+                policy=policy,
+                modality=name,
+                source=str(spec.feature_file),
+            )
+            unused = len(tokens) - (len(id2token) - 1 - len(missing))
+            logger.info(
+                "modality '%s': %d items x %d dims from %s; %d items without a row filled by "
+                "'%s'; %d rows of items absent from the interactions ignored.",
+                name,
+                len(id2token) - 1,
+                matrix.shape[1],
+                spec.feature_file,
+                len(missing),
+                policy,
+                unused,
+            )
+            aligned[name] = matrix
+        return aligned
+
+    def __str__(self):
+        lines = [super().__str__()]
+        for name, matrix in self._modality_features.items():
+            lines.append(f"Modality {name}: {tuple(matrix.shape)}")
+        return "\n".join(lines)
+
+
+class MultimodalDataset(MultimodalMixin, Dataset):
+    """RecBole's :class:`~recbole.data.dataset.Dataset` with content-modality features."""
+
+
+class MultimodalSequentialDataset(MultimodalMixin, SequentialDataset):
+    """RecBole's :class:`~recbole.data.dataset.SequentialDataset` with content-modality features."""

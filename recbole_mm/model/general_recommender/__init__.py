@@ -1,0 +1,5 @@
+"""General (user-item graph, top-K) recommenders."""
+
+from recbole_mm.model.general_recommender.vbpr import VBPR
+
+__all__ = ["VBPR"]

@@ -1,0 +1,3 @@
+"""Sequential (next-item) recommenders."""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+"""Trainers of recbole_mm models, found by name as ``<Model>Trainer``."""

@@ -1,0 +1,117 @@
+"""Shared fixtures: a tiny multimodal dataset written in RecBole's atomic format."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recbole_mm.data.features import save_modality
+
+# Keep RecBole's artefacts (logs, checkpoints) and the embedded-dataset cache out of the checkout.
+os.environ.setdefault(
+    "RECBOLE_MM_CACHE", str(Path(os.environ.get("TMPDIR", "/tmp")) / "rbmm-test-cache")
+)
+
+TINY = "tiny-mm"
+N_USERS, N_ITEMS = 40, 30
+
+
+def write_tiny_dataset(
+    folder: Path,
+    *,
+    name: str = TINY,
+    seed: int = 0,
+    image_missing: int = 3,
+    benchmark: bool = False,
+) -> dict:
+    """Write ``name``.inter (or train/valid/test files) and two modalities; return facts."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for u in range(1, N_USERS + 1):
+        items = rng.choice(np.arange(1, N_ITEMS + 1), size=rng.integers(6, 12), replace=False)
+        for t, i in enumerate(items):
+            rows.append(
+                (f"u{u}", f"i{i}", float(rng.integers(1, 6)), float(1_000_000 + 100 * u + t))
+            )
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+    fmt = "{}\t{}\t{}\t{}\n"
+    if benchmark:
+        parts = {"train": [], "valid": [], "test": []}
+        by_user: dict[str, list] = {}
+        for r in rows:
+            by_user.setdefault(r[0], []).append(r)
+        for user_rows in by_user.values():
+            parts["train"] += user_rows[:-2]
+            parts["valid"].append(user_rows[-2])
+            parts["test"].append(user_rows[-1])
+        for part, part_rows in parts.items():
+            (folder / f"{name}.{part}.inter").write_text(
+                header + "".join(fmt.format(*r) for r in part_rows)
+            )
+    else:
+        (folder / f"{name}.inter").write_text(header + "".join(fmt.format(*r) for r in rows))
+    items = [f"i{i}" for i in range(1, N_ITEMS + 1)]
+    text = rng.normal(size=(N_ITEMS, 8)).astype(np.float32)
+    # Rows in reverse order, plus two items that never occur in the interactions.
+    save_modality(
+        folder,
+        name,
+        "text",
+        tokens=items[::-1] + ["ghost1", "ghost2"],
+        features=np.vstack([text[::-1], np.ones((2, 8), np.float32)]),
+    )
+    image = rng.normal(size=(N_ITEMS, 6)).astype(np.float32)
+    kept = items[image_missing:]
+    save_modality(folder, name, "image", tokens=kept, features=image[image_missing:])
+    return {
+        "text": dict(zip(items, text)),
+        "image": dict(zip(kept, image[image_missing:])),
+        "missing_image": items[:image_missing],
+        "n_inter": len(rows),
+    }
+
+
+def tiny_config(data_root: Path, **overrides) -> dict:
+    """A configuration dict for fast runs on the tiny dataset."""
+    config = {
+        "data_path": str(data_root),
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
+        "modalities": {"text": {"dim": 8}, "image": {"dim": 6}},
+        "epochs": 1,
+        "train_batch_size": 64,
+        "eval_batch_size": 4096,
+        "embedding_size": 8,
+        "hidden_size": 8,
+        "inner_size": 16,
+        "n_layers": 1,
+        "n_heads": 1,
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "show_progress": False,
+        "state": "ERROR",
+        "use_gpu": False,
+        "checkpoint_dir": str(data_root / "saved"),
+        "log_wandb": False,
+        "metrics": ["Recall", "NDCG"],
+        "topk": [5],
+        "valid_metric": "NDCG@5",
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_tiny_dataset(root / TINY)
+    return root
+
+
+@pytest.fixture
+def run_in_tmp(tmp_path, monkeypatch):
+    """Run in an empty folder, so that RecBole's log/ and saved/ land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
