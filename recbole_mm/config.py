@@ -9,6 +9,7 @@ recbole_mm's ``properties/overall.yaml`` < ``properties/model/<Model>.yaml`` <
 from __future__ import annotations
 
 from recbole.config import Config as RecBoleConfig
+from recbole.utils import ModelType
 
 from recbole_mm import properties
 
@@ -38,6 +39,19 @@ class Config(RecBoleConfig):
                     self.parameters["Dataset"] += [
                         k for k in loaded if k not in self.parameters["Dataset"]
                     ]
+
+    def _get_final_config_dict(self):
+        final = super()._get_final_config_dict()
+        # RecBole's sequential models default to loss_type CE, which RecBole rejects unless
+        # train_neg_sample_args is None, yet its overall.yaml sets a uniform sampler: without
+        # this, `run_recbole --model=SASRec` fails out of the box. A user's explicit value wins.
+        if (
+            final.get("MODEL_TYPE") == ModelType.SEQUENTIAL
+            and final.get("loss_type") == "CE"
+            and "train_neg_sample_args" not in self.external_config_dict
+        ):
+            final["train_neg_sample_args"] = None
+        return final
 
     def _set_default_parameters(self):
         from recbole_mm.data.embedded import default_cache_dir, is_embedded

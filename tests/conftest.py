@@ -115,3 +115,9 @@ def run_in_tmp(tmp_path, monkeypatch):
     """Run in an empty folder, so that RecBole's log/ and saved/ land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _plain_argv(monkeypatch):
+    """RecBole's Config reads --key=value from sys.argv: keep pytest's own options out of it."""
+    monkeypatch.setattr("sys.argv", ["pytest"])

@@ -86,7 +86,8 @@ class VBPR(GeneralRecommender):
             self.item_gamma(pos_item),
             self.item_gamma(neg_item),
         )
-        return self.bpr_loss(pos_score, neg_score) + self.reg_weight * reg
+        # RecBole's EmbLoss returns shape [1]; the contract is a scalar loss.
+        return self.bpr_loss(pos_score, neg_score) + self.reg_weight * reg.squeeze(0)
 
     def predict(self, interaction):
         return self.forward(interaction[self.USER_ID], interaction[self.ITEM_ID])

@@ -1,0 +1,93 @@
+"""One contract, run over every recbole_mm model on the tiny multimodal dataset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY, tiny_config
+from recbole.utils import init_seed
+
+from recbole_mm.config import Config
+from recbole_mm.utils import create_dataset, data_preparation, get_model, recbole_mm_models
+
+# Per-model settings that keep the tiny runs tiny.
+TINY_OVERRIDES: dict[str, dict] = {"VBPR": {}}
+
+
+@pytest.fixture(scope="module", params=sorted(recbole_mm_models()))
+def setup(request, tiny_root):
+    name = request.param
+    config = Config(
+        model=name, dataset=TINY, config_dict=tiny_config(tiny_root, **TINY_OVERRIDES.get(name, {}))
+    )
+    train, _, test = data_preparation(config, create_dataset(config))
+    return name, config, train, test
+
+
+def _fresh(setup, seed=7):
+    name, config, train, _ = setup
+    init_seed(seed, True)
+    return get_model(name)(config, train._dataset)
+
+
+def _batch(train):
+    return next(iter(train))
+
+
+def test_every_model_has_properties_and_contract_entry():
+    from recbole_mm import properties
+
+    for name in recbole_mm_models():
+        assert properties.model_file(name).is_file(), name
+        assert name in TINY_OVERRIDES, f"add {name} to TINY_OVERRIDES"
+
+
+def test_loss_is_finite_and_trains(setup):
+    name, _, train, _ = setup
+    model = _fresh(setup)
+    loss = model.calculate_loss(_batch(train))
+    loss = sum(loss) if isinstance(loss, tuple) else loss
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_output_shapes(setup):
+    _, _, train, test = setup
+    model = _fresh(setup).eval()
+    batch = _batch(train)
+    with torch.no_grad():
+        assert model.predict(batch).shape == (len(batch),)
+        interaction = next(iter(test))[0]
+        scores = model.full_sort_predict(interaction)
+    n_users = len(interaction)
+    assert scores.reshape(n_users, -1).shape == (n_users, model.n_items)
+
+
+def test_deterministic_under_seed(setup):
+    _, _, train, _ = setup
+    batch = _batch(train)
+    a, b = _fresh(setup, seed=3), _fresh(setup, seed=3)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(x, y)
+    init_seed(5, True)
+    la = a.calculate_loss(batch)
+    init_seed(5, True)
+    lb = b.calculate_loss(batch)
+    assert torch.equal(torch.as_tensor(la), torch.as_tensor(lb))
+
+
+def test_state_dict_round_trip(setup, tmp_path):
+    _, _, _, test = setup
+    model = _fresh(setup, seed=1).eval()
+    path = tmp_path / "state.pt"
+    torch.save(model.state_dict(), path)
+    other = _fresh(setup, seed=2).eval()
+    other.load_state_dict(torch.load(path, weights_only=True))
+    interaction = next(iter(test))[0]
+    with torch.no_grad():
+        assert torch.equal(
+            model.full_sort_predict(interaction), other.full_sort_predict(interaction)
+        )

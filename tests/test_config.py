@@ -1,0 +1,62 @@
+"""Config: our property files inside RecBole's precedence, and the embedded data_path."""
+
+from __future__ import annotations
+
+import sys
+
+import yaml
+from conftest import TINY, tiny_config
+
+from recbole_mm import properties
+from recbole_mm.config import Config
+
+
+def test_model_file_is_loaded_and_overridden_in_order(tmp_path, tiny_root, monkeypatch):
+    shipped = yaml.safe_load(properties.model_file("VBPR").read_text())["reg_weight"]
+    base = tiny_config(tiny_root)
+    base.pop("embedding_size")
+    assert Config(model="VBPR", dataset=TINY, config_dict=base)["reg_weight"] == shipped
+
+    file = tmp_path / "extra.yaml"
+    file.write_text("reg_weight: 0.5\nlearning_rate: 0.02\n")
+    config = Config(model="VBPR", dataset=TINY, config_file_list=[str(file)], config_dict=base)
+    assert config["reg_weight"] == 0.5  # file > internal
+
+    config = Config(
+        model="VBPR",
+        dataset=TINY,
+        config_file_list=[str(file)],
+        config_dict={**base, "reg_weight": 0.25},
+    )
+    assert config["reg_weight"] == 0.25  # dict > file
+
+    monkeypatch.setattr(sys, "argv", ["x", "--reg_weight=0.125"])
+    config = Config(
+        model="VBPR",
+        dataset=TINY,
+        config_file_list=[str(file)],
+        config_dict={**base, "reg_weight": 0.25},
+    )
+    assert config["reg_weight"] == 0.125  # command line > dict
+    assert config["learning_rate"] == 0.02
+
+
+def test_recbole_defaults_survive_for_baselines(tiny_root):
+    config = Config(model="SASRec", dataset=TINY, config_dict=tiny_config(tiny_root))
+    # RecBole's sequential quick-start protocol (leave-one-out by time) is kept.
+    assert config["eval_args"]["order"] == "TO"
+    assert config["eval_args"]["split"] == {"LS": "valid_and_test"}
+    assert config["missing_feature_policy"] == "mean"  # our overall.yaml
+
+
+def test_embedded_dataset_lives_in_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("RECBOLE_MM_CACHE", str(tmp_path))
+    config = Config(model="BPR", dataset="ml-100k-mm", config_dict={"use_gpu": False})
+    assert config["data_path"] == str(tmp_path / "datasets" / "ml-100k-mm")
+    assert config["modalities"]["text"]["dim"] == 384
+    config = Config(
+        model="BPR",
+        dataset="ml-100k-mm",
+        config_dict={"use_gpu": False, "data_path": str(tmp_path / "mine")},
+    )
+    assert config["data_path"] == str(tmp_path / "mine" / "ml-100k-mm")
