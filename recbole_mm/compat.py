@@ -16,6 +16,9 @@ pandas >= 3            copy-on-write turns ``df[f].fillna(..,         pin ``pand
 scipy >= 1.13          LightGCN, NGCF, NCL, GCMC, SpectralCF, KGIN,  pin ``scipy<1.13``
                        MCCLK call the removed private
                        ``dok_matrix._update``
+hyperopt >= 0.2.7      ``HyperTuning``'s exhaustive search hands      pin ``hyperopt==0.2.5``
+                       hyperopt a ``RandomState``; newer hyperopt     (RecBole's own extra)
+                       calls ``rng.integers`` on it
 setuptools >= 81       ray 2.6.3 (required by ``recbole.quick_start``) pin ``setuptools<81``
                        imports the removed ``pkg_resources``
 torch >= 2.6           ``torch.load`` defaults to ``weights_only=True`` :func:`patch_checkpoint_loading`

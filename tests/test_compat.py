@@ -1,6 +1,7 @@
 """Each RecBole 1.2.1 breakage listed in recbole_mm/compat.py, shown fixed.
 
-Every test here fails without its fix: the numpy, pandas, scipy and setuptools ones when the pin
+Every test here fails without its fix (hyperopt's pin is exercised by
+tests/test_end_to_end.py::test_recbole_hyper_tuning_drives_our_objective): the numpy, pandas, scipy and setuptools ones when the pin
 is lifted, the torch one without compat.patch_checkpoint_loading, the lightgbm one with RecBole's
 own get_model.
 """
@@ -22,7 +23,7 @@ from recbole_mm.config import Config
 from recbole_mm.quick_start import load_data_and_model, run_recbole_mm
 from recbole_mm.utils import UnknownModelError, create_dataset, data_preparation, get_model
 
-PINNED = ("numpy", "scipy", "pandas", "setuptools")
+PINNED = ("numpy", "scipy", "pandas", "setuptools", "hyperopt")
 
 
 def test_installed_versions_satisfy_the_pins():

@@ -1,0 +1,52 @@
+"""run_recbole_mm.py as a user calls it (subprocess)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import TINY, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "run_recbole_mm.py"
+
+
+def _run(*args, cwd):
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
+
+
+def test_help_lists_models_and_datasets(tmp_path):
+    done = _run("--help", cwd=tmp_path)
+    assert done.returncode == 0
+    assert "VBPR" in done.stdout and "ml-100k-mm" in done.stdout
+
+
+def test_unknown_model_lists_valid_ones(tmp_path):
+    done = _run("--model=NoSuchModel", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Unknown model 'NoSuchModel'" in done.stderr
+    assert "VBPR" in done.stderr and "LightGCN" in done.stderr
+    assert "lightgbm" not in done.stderr
+
+
+def test_unknown_dataset_lists_configured_ones(tmp_path):
+    done = _run("--model=BPR", "--dataset=nowhere", "--use_gpu=False", cwd=tmp_path)
+    assert done.returncode != 0
+    assert "Dataset 'nowhere': missing" in done.stderr and "ml-100k-mm" in done.stderr
+
+
+def test_run_with_overrides_saves_and_reloads(tiny_root, tmp_path):
+    settings = tiny_config(tiny_root, state="INFO", checkpoint_dir=str(tmp_path / "saved"))
+    overrides = [f"--{k}={v}" for k, v in settings.items() if k != "modalities"]
+    config = tmp_path / "mods.yaml"
+    config.write_text("modalities: {text: {dim: 8}}\n")
+    done = _run(
+        "--model=VBPR", f"--dataset={TINY}", f"--config_files={config}", *overrides, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = next((tmp_path / "log" / "VBPR").glob("*.log")).read_text()
+    assert "Loading model structure and parameters from" in log  # best checkpoint reloaded
+    assert "Modality text: (31, 8)" in log and "Modality image" not in log
