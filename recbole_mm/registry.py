@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 from recbole.utils import ModelType
 
@@ -38,7 +39,10 @@ def register_with_recbole() -> None:
         if hasattr(ours, f"{name}Trainer"):
             setattr(trainer_module, f"{name}Trainer", getattr(ours, f"{name}Trainer"))
 
-    recbole_quick_start = importlib.import_module("recbole.quick_start.quick_start")
+    with warnings.catch_warnings():
+        # ray 2.6.3 (imported by recbole.quick_start) warns that pkg_resources is deprecated.
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        recbole_quick_start = importlib.import_module("recbole.quick_start.quick_start")
     recbole_quick_start.Config = config.Config
     recbole_quick_start.create_dataset = utils.create_dataset
     recbole_quick_start.data_preparation = utils.data_preparation
