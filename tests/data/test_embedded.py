@@ -1,0 +1,253 @@
+"""The embedded dataset ml-100k-mm: one full build, a cheap rebuild, and the kg method's parts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recbole_mm.data import embedded
+from recbole_mm.data.embedded import (
+    EMBEDDED_DATASETS,
+    default_cache_dir,
+    ensure_embedded_dataset,
+    film_sentence,
+    is_embedded,
+    kg_features,
+    truncated_svd_scores,
+)
+from recbole_mm.data.features import ModalitySpec, load_modality
+
+NAME = "ml-100k-mm"
+SOURCE = embedded.recbole_example_folder("ml-100k")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """The full build, through the public entry point and the default cache location."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECBOLE_MM_CACHE", str(cache))
+        folder = ensure_embedded_dataset(NAME, show_progress=False)
+    assert folder == cache / "datasets" / NAME
+    return folder
+
+
+def _modality(folder: Path, name: str, dim: int) -> tuple[list[str], np.ndarray]:
+    spec = ModalitySpec.from_config(name, {"dim": dim}, folder=folder, dataset=NAME)
+    return load_modality(spec)
+
+
+def _column(path: Path, field: str) -> list[str]:
+    header, rows = embedded._read_atomic(path)
+    return [r[header.index(field)] for r in rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# the public API
+
+
+def test_registry_and_cache_dir(monkeypatch, tmp_path):
+    assert is_embedded(NAME) and not is_embedded("ml-100k") and NAME in EMBEDDED_DATASETS
+    monkeypatch.setenv("RECBOLE_MM_CACHE", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("RECBOLE_MM_CACHE")
+    assert default_cache_dir() == Path.home() / ".cache" / "recbole_mm"
+    with pytest.raises(ValueError, match="not an embedded dataset"):
+        ensure_embedded_dataset("ml-100k")
+
+
+def test_full_build_files_and_counts(built):
+    assert sorted(p.name for p in built.iterdir()) == sorted(EMBEDDED_DATASETS[NAME].files())
+    for suffix in embedded.ATOMIC_SUFFIXES:
+        shipped = (SOURCE / f"ml-100k.{suffix}").read_bytes()
+        assert (built / f"{NAME}.{suffix}").read_bytes() == shipped, suffix
+    manifest = json.loads((built / f"{NAME}.build.json").read_text())
+    assert manifest["counts"] == {"users": 943, "items": 1682, "interactions": 100000}
+    assert manifest["kg"]["items_without_link"] == 84
+    assert manifest["text"]["template"] == embedded.TEXT_TEMPLATE
+
+
+def test_full_build_text_modality(built):
+    tokens, text = _modality(built, "text", 384)
+    assert tokens == _column(SOURCE / "ml-100k.item", "item_id")
+    assert text.shape == (1682, 384) and text.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+    row = {t: i for i, t in enumerate(tokens)}
+    # Star Wars (50) and Return of the Jedi (181) are closer than Star Wars and Sense and
+    # Sensibility (17): the rows are the films they claim to be.
+    assert text[row["50"]] @ text[row["181"]] > text[row["50"]] @ text[row["17"]]
+
+
+def test_full_build_kg_modality(built):
+    tokens, kg = _modality(built, "kg", 64)
+    manifest = json.loads((built / f"{NAME}.build.json").read_text())["kg"]
+    linked = set(_column(SOURCE / "ml-100k.link", "item_id"))
+    items = _column(SOURCE / "ml-100k.item", "item_id")
+    assert kg.shape == (len(tokens), 64) and kg.dtype == np.float32
+    assert set(tokens) <= linked  # no film without a link has a row
+    assert len(tokens) == manifest["items_with_kg_features"] == 1682 - 84 - 2
+    assert tokens == [i for i in items if i in set(tokens)]  # item-file order
+    assert np.linalg.norm(kg, axis=1).min() > 0
+    # Components come in decreasing energy, with the sign convention applied.
+    energy = (kg.astype(np.float64) ** 2).sum(axis=0)
+    assert np.all(np.diff(energy) <= 1e-6)
+    assert np.all(kg[np.abs(kg).argmax(axis=0), np.arange(64)] > 0)
+
+
+def test_kg_vectors_follow_the_graph(built):
+    """Films joined by a sequel triple are far closer than the average pair of films."""
+    tokens, kg = _modality(built, "kg", 64)
+    row = {t: i for i, t in enumerate(tokens)}
+    item_of = {e: i for i, e in zip(*_link_columns())}
+    _, triples = embedded._read_atomic(SOURCE / "ml-100k.kg")
+    pairs = [
+        (row[item_of[h]], row[item_of[t]])
+        for h, r, t in triples
+        if r == "film.film.sequel" and item_of.get(h) in row and item_of.get(t) in row
+    ]
+    assert len(pairs) > 20
+    unit = kg / np.linalg.norm(kg, axis=1, keepdims=True)
+    sequel = np.mean([unit[a] @ unit[b] for a, b in pairs])
+    assert sequel > (unit @ unit.T).mean() + 0.2
+
+
+def _link_columns() -> tuple[list[str], list[str]]:
+    path = SOURCE / "ml-100k.link"
+    return _column(path, "item_id"), _column(path, "entity_id")
+
+
+def test_existing_build_is_reused(built):
+    before = {p.name: p.stat().st_mtime_ns for p in built.iterdir()}
+    assert ensure_embedded_dataset(NAME, built, show_progress=False) == built
+    assert {p.name: p.stat().st_mtime_ns for p in built.iterdir()} == before
+
+
+# ---------------------------------------------------------------------------------------------
+# rebuilds and failures
+
+
+def test_rebuild_is_byte_identical(tmp_path):
+    # The kg part and the copies are built in full; the text part over the first 40 films.
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):
+        folder.mkdir()
+        embedded._build_ml_100k_mm(folder, show_progress=False, max_items=40)
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in second.iterdir()) and len(names) == 9
+    for name in names:
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    tokens, text = _modality(first, "text", 384)
+    assert len(tokens) == 40 and text.shape == (40, 384)
+
+
+def test_failed_build_leaves_nothing(monkeypatch, tmp_path):
+    monkeypatch.setenv("RECBOLE_MM_CACHE", str(tmp_path))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("encoder failed")
+
+    monkeypatch.setattr(embedded, "encode_texts", broken)
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        ensure_embedded_dataset(NAME, show_progress=False)
+    assert list((tmp_path / "datasets").iterdir()) == []
+
+
+def test_incomplete_folder_is_refused_not_reused(tmp_path, built):
+    folder = tmp_path / NAME
+    folder.mkdir()
+    (folder / f"{NAME}.inter").write_bytes((built / f"{NAME}.inter").read_bytes())
+    with pytest.raises(FileExistsError, match="not a complete build"):
+        ensure_embedded_dataset(NAME, folder, show_progress=False)
+    assert [p.name for p in folder.iterdir()] == [f"{NAME}.inter"]
+
+
+def test_outdated_build_format_is_refused(tmp_path, built, monkeypatch):
+    monkeypatch.setattr(embedded, "BUILD_FORMAT", embedded.BUILD_FORMAT + 1)
+    with pytest.raises(FileExistsError, match="outdated"):
+        ensure_embedded_dataset(NAME, built, show_progress=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the text template
+
+
+@pytest.mark.parametrize(
+    ("title", "year", "genres", "sentence"),
+    [
+        (
+            "Toy Story",
+            "1995",
+            ["Animation", "Children's", "Comedy"],
+            "Toy Story (1995). Genres: Animation, Children's, Comedy.",
+        ),
+        ("Usual Suspects, The", "1995", ["Crime"], "The Usual Suspects (1995). Genres: Crime."),
+        (
+            "Big Blue, The (Grand bleu, Le)",
+            "1988",
+            ["Adventure", "Romance"],
+            "The Big Blue (Le Grand bleu) (1988). Genres: Adventure, Romance.",
+        ),
+        (
+            "Star Maker, The (Uomo delle stelle, L')",
+            "1995",
+            ["Drama"],
+            "The Star Maker (L'Uomo delle stelle) (1995). Genres: Drama.",
+        ),
+        ("Good Morning", "1971", ["unknown"], "Good Morning (1971)."),
+        ("unkonwn", "unkonwn", ["unknown"], "Unknown film."),
+        ("Corrina, Corrina", "1994", ["Comedy"], "Corrina, Corrina (1994). Genres: Comedy."),
+    ],
+)
+def test_film_sentence(title, year, genres, sentence):
+    assert film_sentence(title, year, genres) == sentence
+
+
+# ---------------------------------------------------------------------------------------------
+# the kg method on small inputs
+
+
+def test_truncated_svd_scores_match_numpy_svd():
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 30)) * (rng.random((12, 30)) < 0.3)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    expected = u[:, :5] * s[:5]
+    got = truncated_svd_scores(x, dim=5)
+    signs = np.sign(expected[np.abs(expected).argmax(axis=0), np.arange(5)])
+    np.testing.assert_allclose(got, expected * signs, atol=1e-5)
+    # More components than the rank: the rest are zero columns.
+    wide = truncated_svd_scores(x[:3], dim=5)
+    assert wide.shape == (3, 5) and not wide[:, 3:].any()
+
+
+def test_kg_features_neighbourhoods():
+    items = ["1", "2", "3", "4", "5"]
+    links = {"1": "f1", "2": "f2", "3": "f3", "4": "f4"}  # item 5 has no link
+    triples = [
+        ("f1", "film.genre", "drama"),
+        ("f2", "film.genre", "drama"),
+        ("drama", "genre.films", "f1"),  # genre.films is the exact inverse of film.genre
+        ("drama", "genre.films", "f2"),
+        ("comedy", "genre.films", "f3"),
+        ("comedy", "genre.films", "f4"),
+        ("f3", "film.genre", "comedy"),
+        ("f4", "film.genre", "comedy"),
+        ("director_x", "director.film", "f1"),
+        ("director_x", "director.film", "f3"),
+        ("f4", "film.actor", "only_in_f4"),  # held by one film: dropped
+        ("f9", "film.actor", "someone"),  # not a film of ours: ignored
+    ]
+    tokens, features, stats = kg_features(items, links, triples, dim=3)
+    assert tokens == ["1", "2", "3", "4"] and features.shape == (4, 3)
+    assert stats["merged_inverse_relations"] == {"genre.films": "film.genre"}
+    assert stats["features_total"] == 4 and stats["features_kept"] == 3
+    assert stats["items_without_link"] == 1
+    # Without the dropped feature, item 4 has exactly item 3's comedy feature.
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    assert unit[3] @ unit[2] > unit[3] @ unit[0]
+
+    # A film whose only feature is its own gets no row.
+    tokens, _, stats = kg_features(["1", "2", "3"], links, [("f3", "film.actor", "a")], dim=2)
+    assert tokens == [] and stats["items_linked_without_shared_neighbour"] == 3
