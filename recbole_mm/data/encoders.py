@@ -115,9 +115,12 @@ def encode_images(
 
     1. ``model.get_image_features(pixel_values)`` for models that have it (CLIP, SigLIP, ...): the
        image embedding in the joint image-text space;
-    2. ``pooler_output`` of ``model(pixel_values)`` when the model returns one (ViT's pooler,
-       DINOv2's normalised CLS token, a CNN's global pool), flattened;
-    3. otherwise the first token (CLS) of ``last_hidden_state``.
+    2. for transformers (a ``[B, tokens, d]`` ``last_hidden_state``: ViT, DeiT, DINOv2, ...) the
+       first token (CLS) of ``last_hidden_state``, after the final layer norm. Not
+       ``pooler_output``: classification checkpoints such as google/vit-base-patch16-224 ship no
+       pooler weights, so ``AutoModel`` would add a randomly initialised one;
+    3. for CNNs (a feature-map ``last_hidden_state``: ResNet, ConvNeXt, ...) ``pooler_output``,
+       their parameter-free global pooling, flattened.
 
     Features are not normalised. Rows whose path is ``None``, missing or not a readable image are
     zeros and ``False`` in the mask; the dataset's ``missing_feature_policy`` is meant to fill
@@ -210,7 +213,7 @@ def _image_features(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tenso
         # transformers < 5 returns the tensor, >= 5 an output object holding it as pooler_output.
         return out if isinstance(out, torch.Tensor) else out.pooler_output
     out = model(pixel_values=pixels)
-    pooled = getattr(out, "pooler_output", None)
-    if pooled is not None:
-        return pooled.flatten(1)
-    return out.last_hidden_state[:, 0]
+    hidden = out.last_hidden_state
+    if hidden.dim() == 3:  # [B, tokens, d]
+        return hidden[:, 0]
+    return out.pooler_output.flatten(1)

@@ -123,7 +123,7 @@ def test_image_features_shape_mask_and_zero_rows(tiny_vit, images):
     assert not np.allclose(features[0], features[3])  # different images, different features
 
 
-def test_image_features_are_the_pooled_output_and_independent_of_batching(tiny_vit, images):
+def test_image_features_are_the_cls_token_and_independent_of_batching(tiny_vit, images):
     from PIL import Image
     from transformers import AutoImageProcessor, ViTModel
 
@@ -142,8 +142,33 @@ def test_image_features_are_the_pooled_output_and_independent_of_batching(tiny_v
         "pixel_values"
     ]
     with torch.no_grad():
-        expected = model(pixel_values=pixels).pooler_output.numpy()
+        expected = model(pixel_values=pixels).last_hidden_state[:, 0].numpy()
     np.testing.assert_allclose(all_, expected, atol=1e-6)
+
+
+def test_classification_checkpoint_without_pooler_gives_reproducible_features(tmp_path, images):
+    # Like google/vit-base-patch16-224: no pooler weights in the checkpoint. A feature read
+    # from a pooler would come from random weights that differ at every load.
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(
+        image_size=16,
+        patch_size=8,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        num_labels=3,
+    )
+    torch.manual_seed(0)
+    ViTForImageClassification(config).save_pretrained(tmp_path)
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(tmp_path)
+    paths = [images["red"], images["noise"]]
+    torch.manual_seed(1)
+    first, _ = encode_images(paths, model_name_or_path=str(tmp_path), show_progress=False)
+    torch.manual_seed(2)
+    second, _ = encode_images(paths, model_name_or_path=str(tmp_path), show_progress=False)
+    assert first.tobytes() == second.tobytes()
 
 
 def test_image_models_with_a_projection_use_it(tmp_path, images):
