@@ -50,3 +50,14 @@ def test_run_with_overrides_saves_and_reloads(tiny_root, tmp_path):
     log = next((tmp_path / "log" / "VBPR").glob("*.log")).read_text()
     assert "Loading model structure and parameters from" in log  # best checkpoint reloaded
     assert "Modality text: (31, 8)" in log and "Modality image" not in log
+
+
+def test_default_run_builds_the_embedded_dataset_and_evaluates(tmp_path):
+    import os
+
+    cache = Path(os.environ["RECBOLE_MM_CACHE"])
+    done = _run("--epochs=1", "--saved=False", "--show_progress=False", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "test result" in done.stderr and "ndcg@10" in done.stderr
+    assert "model = VBPR" in done.stderr or "VBPR(" in done.stderr
+    assert (cache / "datasets" / "ml-100k-mm" / "ml-100k-mm.text.npy").is_file()
