@@ -1,0 +1,914 @@
+"""Benchmark several models on one dataset: one split, the same seeds, one table.
+
+``python -m recbole_mm.benchmark --dataset=ml-100k-mm --models=BPR,LightGCN,SASRec`` trains and
+evaluates every model once per seed, each run in a fresh Python process (so that its peak memory
+is its own), and writes to ``--out`` (default ``benchmark_results/<dataset>``):
+
+* ``results.json``: every run, raw (metrics, timings, validation curve, split hash, errors);
+* ``results.csv``: one row per run;
+* ``results.md``: one row per model, mean ± sample std over seeds (printed at the end);
+* ``valid_curves.png``: validation score per evaluation, one line per model;
+* ``runs/<model>-seed<seed>.{spec.json,json,log}``: what each worker was asked, what it
+  returned, and its log. ``python -m recbole_mm.benchmark --worker <spec.json>`` repeats one run.
+
+Protocol rule: RecBole's general models split 8:1:1 at random by default and its sequential
+models leave one out by time, so a mixed model list would be ranked on different test sets.
+With ``--protocol=auto`` (the default) a list that mixes sequential and non-sequential models
+runs every model under leave-one-out by time (:data:`LOO_EVAL_ARGS`); ``loo`` and ``ratio`` force
+a protocol, ``dataset`` keeps what the configuration says. Each run hashes its test split (the
+sorted original user/item id pairs) and the table flags models whose split differs.
+
+Timings come from wrapping three methods of the trainer *instance* (``_train_epoch``,
+``_valid_epoch``, ``evaluate``); RecBole's classes and its ``fit`` loop are used unchanged.
+See docs/benchmark.md for every column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+PROTOCOLS = ("auto", "dataset", "loo", "ratio")
+# Leave-one-out by time: the last interaction of each user is its test item, the one before it
+# its validation item. RecBole's sequential models refuse any order but TO.
+LOO_EVAL_ARGS = {
+    "split": {"LS": "valid_and_test"},
+    "order": "TO",
+    "group_by": "user",
+    "mode": "full",
+}
+# Per-user 8:1:1 by time: the oldest 80% train, the newest 10% test.
+RATIO_EVAL_ARGS = {
+    "split": {"RS": [0.8, 0.1, 0.1]},
+    "order": "TO",
+    "group_by": "user",
+    "mode": "full",
+}
+PROTOCOL_EVAL_ARGS = {"loo": LOO_EVAL_ARGS, "ratio": RATIO_EVAL_ARGS}
+DEFAULT_DATASET = "ml-100k-mm"
+DEFAULT_SEEDS = (2020,)
+# Keys the benchmark sets per run; the user chooses them through its own arguments instead.
+RESERVED_KEYS = {"model": "--models", "dataset": "--dataset", "seed": "--seeds"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocol
+
+
+def model_types(models: Sequence[str]) -> dict[str, str]:
+    """RecBole model type of each model (``"GENERAL"``, ``"SEQUENTIAL"``, ...).
+
+    Args:
+        models: model names, recbole_mm's or RecBole's.
+
+    Raises:
+        UnknownModelError: a name that neither recbole_mm nor RecBole defines (the message lists
+            the valid names).
+    """
+    from recbole_mm.utils import get_model
+
+    return {name: get_model(name).type.name for name in models}
+
+
+def mixes_sequential(types: dict[str, str]) -> bool:
+    """Whether a model list holds both sequential and non-sequential models.
+
+    Args:
+        types: model name -> RecBole model type name, as :func:`model_types` returns.
+    """
+    return {t == "SEQUENTIAL" for t in types.values()} == {True, False}
+
+
+def _eval_args_given(
+    config_file_list: Sequence[str] | None, config_dict: dict | None, overrides: Sequence[str]
+) -> bool:
+    """Whether the user sets ``eval_args`` in a config file, the config dict or an override."""
+    import yaml
+
+    if config_dict and "eval_args" in config_dict:
+        return True
+    if any(arg.startswith("--eval_args=") for arg in overrides):
+        return True
+    for file in config_file_list or ():
+        try:
+            loaded = yaml.safe_load(Path(file).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue  # RecBole reports unreadable files when the run starts
+        if isinstance(loaded, dict) and "eval_args" in loaded:
+            return True
+    return False
+
+
+def resolve_protocol(
+    types: dict[str, str], protocol: str = "auto", *, eval_args_given: bool = False
+) -> tuple[str, dict | None]:
+    """The protocol every model runs under and the ``eval_args`` it imposes.
+
+    Args:
+        types: model name -> RecBole model type name, as :func:`model_types` returns.
+        protocol: ``auto``, ``dataset``, ``loo`` or ``ratio``.
+        eval_args_given: the user sets ``eval_args`` explicitly (then ``auto`` keeps them).
+
+    Returns:
+        ``(resolved protocol, eval_args)``; ``eval_args`` is None for ``dataset``, which leaves
+        the split to the dataset and model configurations.
+
+    Raises:
+        ValueError: an unknown protocol, or ``loo``/``ratio`` together with explicit
+            ``eval_args`` (two answers to one question).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    if protocol in PROTOCOL_EVAL_ARGS and eval_args_given:
+        raise ValueError(
+            f"protocol={protocol!r} sets eval_args, and eval_args are also given explicitly: "
+            "use one or the other (or protocol='dataset' to keep your eval_args)"
+        )
+    if protocol == "auto":
+        protocol = "loo" if mixes_sequential(types) and not eval_args_given else "dataset"
+    return protocol, PROTOCOL_EVAL_ARGS.get(protocol)
+
+
+def split_hash(dataset) -> tuple[str, int]:
+    """SHA-256 of a split's sorted (user, item) pairs, in original ids, and the pair count.
+
+    Original tokens rather than RecBole's internal ids, so that two dataset classes that remap
+    ids differently still agree when they hold the same interactions. For sequential datasets the
+    item is the target item of each augmented row, which leave-one-out makes the user's last item.
+
+    Args:
+        dataset: a RecBole ``Dataset`` (``test_data._dataset``).
+    """
+    uid, iid = dataset.uid_field, dataset.iid_field
+    users = dataset.id2token(uid, dataset.inter_feat[uid].numpy())
+    items = dataset.id2token(iid, dataset.inter_feat[iid].numpy())
+    pairs = sorted(zip(map(str, users), map(str, items)))
+    digest = hashlib.sha256()
+    for user, item in pairs:
+        digest.update(f"{user}\t{item}\n".encode())
+    return digest.hexdigest(), len(pairs)
+
+
+# ---------------------------------------------------------------------------------------------
+# One run (inside the worker process)
+
+
+class TrainerTimer:
+    """Times one trainer instance by wrapping its bound methods; RecBole's classes stay as they are.
+
+    ``fit`` calls ``self._train_epoch`` and ``self._valid_epoch`` (which calls ``self.evaluate``),
+    so attributes set on the instance shadow the class methods for this trainer only.
+
+    Args:
+        trainer: a RecBole trainer, before ``fit``.
+        synchronize: called before each clock read (``torch.cuda.synchronize`` on GPU), so that
+            asynchronous kernels are counted in the phase that launched them.
+    """
+
+    def __init__(self, trainer, synchronize: Callable[[], None] | None = None) -> None:
+        self.train_s: list[float] = []
+        self.train_loss: list[float | None] = []
+        self.valid_s: list[float] = []
+        self.test_s: list[float] = []
+        self.curve: list[dict] = []
+        self._sync = synchronize or (lambda: None)
+        self._epoch = 0
+        self._validating = False
+        train_epoch, valid_epoch, evaluate = (
+            trainer._train_epoch,
+            trainer._valid_epoch,
+            trainer.evaluate,
+        )
+
+        def timed_train_epoch(train_data, epoch_idx, *args, **kwargs):
+            start = self._clock()
+            loss = train_epoch(train_data, epoch_idx, *args, **kwargs)
+            self.train_s.append(self._clock() - start)
+            self.train_loss.append(_loss_value(loss))
+            self._epoch = epoch_idx + 1
+            return loss
+
+        def timed_valid_epoch(valid_data, *args, **kwargs):
+            self._validating = True
+            start = self._clock()
+            try:
+                valid_score, valid_result = valid_epoch(valid_data, *args, **kwargs)
+            finally:
+                self._validating = False
+            self.valid_s.append(self._clock() - start)
+            self.curve.append(
+                {"epoch": self._epoch, "score": float(valid_score), "result": _floats(valid_result)}
+            )
+            return valid_score, valid_result
+
+        def timed_evaluate(eval_data, *args, **kwargs):
+            if self._validating:  # counted by timed_valid_epoch
+                return evaluate(eval_data, *args, **kwargs)
+            start = self._clock()
+            result = evaluate(eval_data, *args, **kwargs)
+            self.test_s.append(self._clock() - start)
+            return result
+
+        trainer._train_epoch = timed_train_epoch
+        trainer._valid_epoch = timed_valid_epoch
+        trainer.evaluate = timed_evaluate
+
+    def _clock(self) -> float:
+        self._sync()
+        return time.perf_counter()
+
+
+def _loss_value(loss) -> float | None:
+    if isinstance(loss, tuple):
+        loss = sum(loss)
+    try:
+        return float(loss)
+    except (TypeError, ValueError):
+        return None
+
+
+def _floats(result: dict | None) -> dict[str, float]:
+    return {key: float(value) for key, value in (result or {}).items()}
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (``getrusage``)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def measure_run(
+    model: str,
+    dataset: str,
+    *,
+    seed: int,
+    config_file_list: Sequence[str] | None = None,
+    config_dict: dict | None = None,
+    overrides: Sequence[str] = (),
+) -> dict:
+    """Train one model with one seed, select on validation, test; return every measurement.
+
+    Meant to run alone in a fresh process (``--worker``): the peak RSS it reports is the
+    process's, data loading included.
+
+    Args:
+        model: model name.
+        dataset: dataset name.
+        seed: RecBole's ``seed`` (split shuffling, initialisation, sampling).
+        config_file_list: YAML files, lowest precedence of the user's settings.
+        config_dict: configuration applied over the files.
+        overrides: ``--key=value`` strings, read by RecBole as its command line (highest
+            precedence).
+
+    Returns:
+        A JSON-serialisable dict; docs/benchmark.md describes its keys.
+    """
+    import torch
+
+    from recbole_mm.quick_start import build, prepare
+
+    started = time.perf_counter()
+    argv = sys.argv
+    sys.argv = [argv[0], *overrides]  # RecBole's Config reads overrides from sys.argv
+    try:
+        config, _, train_data, valid_data, test_data = prepare(
+            model,
+            dataset,
+            list(config_file_list or []) or None,
+            {**(config_dict or {}), "seed": seed},
+        )
+    finally:
+        sys.argv = argv
+    data_s = time.perf_counter() - started
+    device = torch.device(config["device"])
+    on_gpu = device.type == "cuda"
+    test_hash, n_test_pairs = split_hash(test_data._dataset)
+
+    net, trainer = build(config, train_data)
+    n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
+    timer = TrainerTimer(trainer, synchronize=torch.cuda.synchronize if on_gpu else None)
+    show_progress = config["show_progress"]
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=True, show_progress=show_progress
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=show_progress)
+    return {
+        "model": model,
+        "dataset": dataset,
+        "seed": seed,
+        "status": "ok",
+        "error": None,
+        "model_type": config["MODEL_TYPE"].name,
+        "device": str(device),
+        "valid_metric": config["valid_metric"].lower(),
+        "best_valid_score": float(best_valid_score),
+        "best_valid_result": _floats(best_valid_result),
+        "test_result": _floats(test_result),
+        "epochs": len(timer.train_s),
+        "train_s_per_epoch": _mean(timer.train_s),
+        "train_epoch_s": timer.train_s,
+        "train_loss": timer.train_loss,
+        "valid_s_mean": _mean(timer.valid_s),
+        "valid_s": timer.valid_s,
+        "test_s": timer.test_s[-1] if timer.test_s else None,
+        "valid_curve": timer.curve,
+        "data_s": data_s,
+        "total_s": time.perf_counter() - started,
+        "n_params": n_params,
+        "peak_rss_mb": peak_rss_mb(),
+        "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None,
+        # RecBole's sine.py switches autograd anomaly detection on for the whole process when
+        # recbole.model.sequential_recommender is imported; it slows every backward pass.
+        "anomaly_detection": torch.is_anomaly_enabled(),
+        "split_hash": test_hash,
+        "n_test_pairs": n_test_pairs,
+        "eval_args": json.loads(json.dumps(config["eval_args"], default=str)),
+        "benchmark_filename": config["benchmark_filename"],
+        "checkpoint": trainer.saved_model_file,
+    }
+
+
+def run_worker(spec_file: str | Path) -> None:
+    """Body of ``--worker``: run the spec's measurement, write its result file.
+
+    Args:
+        spec_file: JSON with ``model``, ``dataset``, ``seed``, ``config_file_list``,
+            ``config_dict``, ``overrides`` and ``result_file``.
+    """
+    spec = json.loads(Path(spec_file).read_text(encoding="utf-8"))
+    result = measure_run(
+        spec["model"],
+        spec["dataset"],
+        seed=spec["seed"],
+        config_file_list=spec["config_file_list"],
+        config_dict=spec["config_dict"],
+        overrides=spec["overrides"],
+    )
+    result_file = Path(spec["result_file"])
+    partial = result_file.with_suffix(".part")
+    partial.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    partial.replace(result_file)
+
+
+# ---------------------------------------------------------------------------------------------
+# Many runs (in the parent process)
+
+
+def run_in_subprocess(spec: dict, run_dir: Path, *, timeout: float | None = None) -> dict:
+    """Run one spec in a fresh ``python -m recbole_mm.benchmark --worker`` process.
+
+    Args:
+        spec: as :func:`run_worker` reads it, without ``result_file``.
+        run_dir: folder for the spec, the result and the worker's log.
+        timeout: seconds before the worker is killed; None waits.
+
+    Returns:
+        The worker's result, or a record with ``status="failed"`` and the end of its log.
+    """
+    stem = f"{spec['model']}-seed{spec['seed']}"
+    spec_file, result_file, log_file = (
+        run_dir / f"{stem}.spec.json",
+        run_dir / f"{stem}.json",
+        run_dir / f"{stem}.log",
+    )
+    result_file.unlink(missing_ok=True)
+    spec_file.write_text(
+        json.dumps({**spec, "result_file": str(result_file.resolve())}, indent=1), encoding="utf-8"
+    )
+    command = [sys.executable, "-m", "recbole_mm.benchmark", "--worker", str(spec_file)]
+    # The worker imports the recbole_mm this process runs, installed or not.
+    package_root = str(Path(__file__).resolve().parents[1])
+    pythonpath = [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(pythonpath)}
+    error = None
+    with log_file.open("w", encoding="utf-8") as log:
+        try:
+            proc = subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, env=env
+            )
+            if proc.returncode != 0:
+                error = f"worker exited with status {proc.returncode}"
+        except subprocess.TimeoutExpired:
+            error = f"worker killed after the {timeout:g} s timeout"
+    if error is None and result_file.is_file():
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+    else:
+        tail = log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        result = {
+            "model": spec["model"],
+            "dataset": spec["dataset"],
+            "seed": spec["seed"],
+            "status": "failed",
+            "error": (error or "worker wrote no result") + "\n" + "\n".join(tail),
+        }
+    result["log"] = str(log_file)
+    return result
+
+
+def check_splits(runs: Sequence[dict]) -> dict[int, dict]:
+    """Per seed: each model's test-split hash and whether all models share it.
+
+    Args:
+        runs: run records (failed runs are ignored).
+
+    Returns:
+        ``{seed: {"consistent": bool, "hashes": {model: hash}, "odd": [models]}}``; ``odd``
+        lists the models whose hash differs from the most common one of that seed (all of them
+        when two hashes tie for most common).
+    """
+    by_seed: dict[int, dict[str, str]] = {}
+    for run in runs:
+        if run.get("status") == "ok":
+            by_seed.setdefault(run["seed"], {})[run["model"]] = run["split_hash"]
+    report = {}
+    for seed, hashes in by_seed.items():
+        top = Counter(hashes.values()).most_common(2)
+        if len(top) > 1 and top[0][1] == top[1][1]:
+            odd = list(hashes)  # no hash is the most common one: nothing to compare against
+        else:
+            odd = [m for m, h in hashes.items() if h != top[0][0]]
+        report[seed] = {"consistent": not odd, "hashes": hashes, "odd": odd}
+    return report
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return statistics.fmean(values), std
+
+
+def summarise(runs: Sequence[dict]) -> list[dict]:
+    """One row per model (in run order): mean and sample std over its successful seeds.
+
+    Args:
+        runs: run records as :func:`measure_run` / :func:`run_in_subprocess` return them.
+
+    Returns:
+        Rows with ``model``, ``seeds``, ``failed`` (seeds), ``test`` and ``valid``
+        (``{metric: (mean, std)}``; std is None with one seed), ``valid_metric`` and
+        ``(mean, std)`` pairs for ``train_s_per_epoch``, ``valid_s_mean``, ``test_s``,
+        ``peak_rss_mb``, ``peak_gpu_mb``, ``n_params``, ``epochs``.
+    """
+    splits = check_splits(runs)
+    rows: dict[str, dict] = {}
+    for run in runs:
+        row = rows.setdefault(run["model"], {"model": run["model"], "ok": [], "failed": []})
+        row["ok" if run.get("status") == "ok" else "failed"].append(run)
+    summary = []
+    for model, row in rows.items():
+        ok = row["ok"]
+        entry: dict[str, Any] = {
+            "model": model,
+            "seeds": [r["seed"] for r in ok],
+            "failed": [r["seed"] for r in row["failed"]],
+            "valid_metric": ok[0]["valid_metric"] if ok else None,
+            "split_ok": all(model not in splits[r["seed"]]["odd"] for r in ok),
+        }
+        for part, key in (("test", "test_result"), ("valid", "best_valid_result")):
+            metrics = list(dict.fromkeys(m for r in ok for m in r[key]))
+            entry[part] = {m: _mean_std([r[key][m] for r in ok if m in r[key]]) for m in metrics}
+        for key in (
+            "train_s_per_epoch",
+            "valid_s_mean",
+            "test_s",
+            "peak_rss_mb",
+            "peak_gpu_mb",
+            "n_params",
+            "epochs",
+        ):
+            entry[key] = _mean_std([r[key] for r in ok if r.get(key) is not None])
+        summary.append(entry)
+    return summary
+
+
+def _fmt(pair: tuple[float | None, float | None], digits: int, thousands: bool = False) -> str:
+    mean, std = pair
+    if mean is None:
+        return "–"
+    text = f"{mean:,.{digits}f}" if thousands else f"{mean:.{digits}f}"
+    if std is not None:
+        text += f" ± {std:,.{digits}f}" if thousands else f" ± {std:.{digits}f}"
+    return text
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+    """The Markdown table of :func:`summarise`'s rows.
+
+    Columns: model, every test metric, the best validation value of the validation metric,
+    train s/epoch, validation s, peak MB (RSS; GPU MB too when a run used a GPU), #params,
+    epochs, and ``split`` (``same`` when the model's test split equals the most common one of
+    each seed, ``DIFFERS`` otherwise).
+
+    Args:
+        rows: as :func:`summarise` returns them.
+    """
+    metrics = list(dict.fromkeys(m for row in rows for m in row["test"]))
+    valid_metrics = {row["valid_metric"] for row in rows if row["valid_metric"]}
+    one_valid = valid_metrics.pop() if len(valid_metrics) == 1 else None
+    gpu = any(row["peak_gpu_mb"][0] is not None for row in rows)
+    header = ["model", *(f"test {m}" for m in metrics)]
+    header += [f"best valid {one_valid}" if one_valid else "best valid"]
+    header += ["s/epoch", "eval s", "peak MB", *(["GPU MB"] if gpu else [])]
+    header += ["#params", "epochs", "split"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        if not row["seeds"]:
+            cells = [row["model"], *(["failed"] * (len(header) - 1))]
+        else:
+            vm = row["valid_metric"]
+            best = _fmt(row["valid"].get(vm, (None, None)), 4)
+            cells = [row["model"], *(_fmt(row["test"].get(m, (None, None)), 4) for m in metrics)]
+            cells += [best if one_valid else f"{vm}: {best}"]
+            cells += [_fmt(row["train_s_per_epoch"], 2), _fmt(row["valid_s_mean"], 2)]
+            cells += [_fmt(row["peak_rss_mb"], 0, thousands=True)]
+            cells += [_fmt(row["peak_gpu_mb"], 0, thousands=True)] if gpu else []
+            cells += [_fmt(row["n_params"], 0, thousands=True), _fmt(row["epochs"], 1)]
+            cells += ["same" if row["split_ok"] else "DIFFERS"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_report(
+    rows: Sequence[dict], runs: Sequence[dict], *, dataset: str, protocol: str
+) -> str:
+    """``results.md``: a header line, the table, then split and failure notes.
+
+    Args:
+        rows: as :func:`summarise` returns them.
+        runs: the run records.
+        dataset: dataset name.
+        protocol: the resolved protocol.
+    """
+    seeds = sorted({r["seed"] for r in runs})
+    devices = sorted({r["device"] for r in runs if r.get("device")})
+    eval_args = next((r["eval_args"] for r in runs if r.get("eval_args")), None)
+    parts = [
+        f"Dataset `{dataset}`, protocol `{protocol}` (eval_args `{json.dumps(eval_args)}`), "
+        f"seeds {', '.join(map(str, seeds))}, device {', '.join(devices) or '–'}. "
+        + ("Mean ± sample std over seeds." if len(seeds) > 1 else "One seed."),
+        "",
+        markdown_table(rows),
+        "",
+    ]
+    for seed, split in sorted(check_splits(runs).items()):
+        hashes = ", ".join(f"{m} `{h[:12]}`" for m, h in split["hashes"].items())
+        if split["consistent"]:
+            common = next(iter(split["hashes"].values()))
+            parts.append(f"- seed {seed}: every model has the same test split (`{common[:12]}`).")
+        else:
+            parts.append(f"- seed {seed}: **test splits differ**: {hashes}.")
+    slowed = list(dict.fromkeys(r["model"] for r in runs if r.get("anomaly_detection")))
+    if slowed:
+        parts.append(
+            f"- torch autograd anomaly detection was on while training {', '.join(slowed)} "
+            "(RecBole's sine.py enables it when its sequential models are imported): their "
+            "training times are inflated."
+        )
+    for row in rows:
+        if row["failed"]:
+            seeds_text = ", ".join(map(str, row["failed"]))
+            parts.append(f"- {row['model']}: failed for seed(s) {seeds_text} (see results.json).")
+    return "\n".join(parts).rstrip() + "\n"
+
+
+CSV_FIXED = (
+    "model",
+    "seed",
+    "status",
+    "device",
+    "epochs",
+    "train_s_per_epoch",
+    "valid_s_mean",
+    "test_s",
+    "data_s",
+    "total_s",
+    "peak_rss_mb",
+    "peak_gpu_mb",
+    "n_params",
+    "valid_metric",
+    "best_valid_score",
+    "split_hash",
+    "n_test_pairs",
+)
+
+
+def write_csv(runs: Sequence[dict], path: Path) -> None:
+    """``results.csv``: one row per run; metrics as ``test_<metric>`` and ``valid_<metric>``.
+
+    Args:
+        runs: the run records.
+        path: file to write.
+    """
+    test = list(dict.fromkeys(m for r in runs for m in r.get("test_result", {})))
+    valid = list(dict.fromkeys(m for r in runs for m in r.get("best_valid_result", {})))
+    fields = [*CSV_FIXED, *(f"test_{m}" for m in test), *(f"valid_{m}" for m in valid)]
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for run in runs:
+            row = {key: run.get(key) for key in CSV_FIXED}
+            row.update({f"test_{m}": v for m, v in run.get("test_result", {}).items()})
+            row.update({f"valid_{m}": v for m, v in run.get("best_valid_result", {}).items()})
+            writer.writerow(row)
+
+
+def plot_valid_curves(runs: Sequence[dict], path: Path) -> None:
+    """``valid_curves.png``: validation score against epoch, one line per model.
+
+    With several seeds the line is the mean over the seeds that reached that epoch (early
+    stopping ends seeds at different epochs) and the band spans their min and max.
+
+    Args:
+        runs: the run records.
+        path: file to write.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    metrics = set()
+    for model in dict.fromkeys(r["model"] for r in runs):
+        scores: dict[int, list[float]] = {}
+        for run in runs:
+            if run["model"] == model and run.get("status") == "ok":
+                metrics.add(run["valid_metric"])
+                for point in run["valid_curve"]:
+                    scores.setdefault(point["epoch"], []).append(point["score"])
+        if not scores:
+            continue
+        epochs = sorted(scores)
+        (line,) = ax.plot(epochs, [statistics.fmean(scores[e]) for e in epochs], label=model)
+        if any(len(v) > 1 for v in scores.values()):
+            low, high = [min(scores[e]) for e in epochs], [max(scores[e]) for e in epochs]
+            ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("valid " + ", ".join(sorted(metrics)))
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _check_overrides(overrides: Sequence[str], config_dict: dict | None) -> None:
+    for arg in overrides:
+        # RecBole's own rule (Config._load_cmd_line); it would only warn and drop the argument.
+        if not arg.startswith("--") or len(arg[2:].split("=")) != 2:
+            raise ValueError(f"override {arg!r} is not of the form --key=value")
+    given = {arg[2:].split("=")[0] for arg in overrides} | set(config_dict or {})
+    for key, option in RESERVED_KEYS.items():
+        if key in given:
+            raise ValueError(f"'{key}' is set per run by the benchmark: use {option} instead")
+
+
+def run_benchmark(
+    models: Sequence[str],
+    dataset: str = DEFAULT_DATASET,
+    *,
+    seeds: Sequence[int] = DEFAULT_SEEDS,
+    config_file_list: Sequence[str] | None = None,
+    config_dict: dict | None = None,
+    overrides: Sequence[str] = (),
+    protocol: str = "auto",
+    out: str | Path | None = None,
+    timeout: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Run every model with every seed, each in a fresh process, and write the reports.
+
+    Every name is checked before the first run starts.
+
+    Args:
+        models: model names, recbole_mm's or RecBole's.
+        dataset: dataset name.
+        seeds: one run per model and seed.
+        config_file_list: YAML files applied to every model.
+        config_dict: configuration applied to every model (JSON-serialisable).
+        overrides: ``--key=value`` strings applied to every model, as on RecBole's command line
+            (highest precedence).
+        protocol: ``auto``, ``dataset``, ``loo`` or ``ratio`` (module docstring).
+        out: output folder; default ``benchmark_results/<dataset>``.
+        timeout: seconds allowed to each run; None waits.
+        progress: called with one line per started and finished run; default prints to stderr.
+
+    Returns:
+        ``{"out", "protocol", "eval_args", "runs", "rows", "splits", "report"}``; ``report`` is
+        the text of results.md.
+
+    Raises:
+        UnknownModelError: an unknown model name.
+        ValueError: an empty or duplicated model list, no seeds, a malformed override, a reserved
+            key (model, dataset, seed) in the configuration, or conflicting protocol settings.
+    """
+    if progress is None:
+
+        def progress(line: str) -> None:
+            print(line, file=sys.stderr, flush=True)
+
+    models, seeds, overrides = list(models), [int(s) for s in seeds], list(overrides)
+    if not models:
+        raise ValueError("no models given")
+    if len(set(models)) != len(models):
+        raise ValueError(f"a model is listed twice: {models}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and not empty: {seeds}")
+    _check_overrides(overrides, config_dict)
+    types = model_types(models)
+    config_files = [str(Path(f).resolve()) for f in config_file_list or []]
+    given = _eval_args_given(config_files, config_dict, overrides)
+    resolved, eval_args = resolve_protocol(types, protocol, eval_args_given=given)
+
+    out = Path(out) if out is not None else Path("benchmark_results") / dataset
+    run_dir = out / "runs"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mixed = mixes_sequential(types)
+    switched = protocol == "auto" and resolved == "loo"
+    progress(
+        f"benchmark: {', '.join(models)} on {dataset}, seeds {seeds}, protocol {resolved}"
+        + (" (auto: the list mixes sequential and non-sequential models)" if switched else "")
+    )
+    if mixed and resolved == "ratio":
+        progress(
+            "warning: RecBole splits a sequential dataset after turning each user's N "
+            "interactions into N-1 (history -> next item) rows, so 8:1:1 of them is not the "
+            "general models' test set; use --protocol=loo to compare the two kinds"
+        )
+
+    runs: list[dict] = []
+    total, index = len(models) * len(seeds), 0
+    for seed in seeds:
+        for model in models:
+            index += 1
+            run_config = dict(config_dict or {})
+            if eval_args is not None:
+                run_config["eval_args"] = eval_args
+            # One checkpoint folder per run: RecBole names checkpoints by model and second only.
+            run_config.setdefault(
+                "checkpoint_dir", str((out / "checkpoints" / f"{model}-seed{seed}").resolve())
+            )
+            spec = {
+                "model": model,
+                "dataset": dataset,
+                "seed": seed,
+                "config_file_list": config_files,
+                "config_dict": run_config,
+                "overrides": overrides,
+            }
+            progress(f"[{index}/{total}] {model} seed={seed} ...")
+            started = time.perf_counter()
+            run = run_in_subprocess(spec, run_dir, timeout=timeout)
+            run["protocol"] = resolved
+            runs.append(run)
+            wall = time.perf_counter() - started
+            if run["status"] == "ok":
+                vm = run["valid_metric"]
+                progress(
+                    f"[{index}/{total}] {model} seed={seed}: {run['epochs']} epochs, "
+                    f"test {vm}={run['test_result'].get(vm, float('nan')):.4f}, {wall:.0f} s"
+                )
+            else:
+                progress(f"[{index}/{total}] {model} seed={seed} FAILED: {run['error']}")
+            _write_json(out / "results.json", _results(dataset, resolved, eval_args, runs))
+
+    rows = summarise(runs)
+    report = markdown_report(rows, runs, dataset=dataset, protocol=resolved)
+    write_csv(runs, out / "results.csv")
+    (out / "results.md").write_text(report, encoding="utf-8")
+    plot_valid_curves(runs, out / "valid_curves.png")
+    splits = check_splits(runs)
+    for seed, split in splits.items():
+        if not split["consistent"]:
+            progress(
+                f"warning: seed {seed}: the test split of {', '.join(split['odd'])} differs "
+                "from the other models'; their figures are not comparable"
+            )
+    return {
+        "out": out,
+        "protocol": resolved,
+        "eval_args": eval_args,
+        "runs": runs,
+        "rows": rows,
+        "splits": splits,
+        "report": report,
+    }
+
+
+def _results(dataset: str, protocol: str, eval_args: dict | None, runs: list[dict]) -> dict:
+    return {
+        "dataset": dataset,
+        "protocol": protocol,
+        "eval_args": eval_args,
+        "splits": {str(k): v for k, v in check_splits(runs).items()},
+        "runs": runs,
+    }
+
+
+def _write_json(path: Path, data: dict) -> None:
+    partial = path.with_suffix(".part")
+    partial.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(partial, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_mm.benchmark",
+        description=(
+            "Train and evaluate several models on one dataset with the same split and seeds, "
+            "each run in a fresh process, and write results.{json,csv,md} and valid_curves.png. "
+            "Other --key=value arguments override configuration keys for every model "
+            "(e.g. --epochs=20 --gpu_id=0)."
+        ),
+        epilog=(
+            "Protocols: auto (default) = dataset, except that a list mixing sequential and "
+            "non-sequential models runs all of them leave-one-out by time; dataset = keep what "
+            "the dataset/model configs say; loo = leave-one-out by time; ratio = per-user 8:1:1 "
+            "by time. See docs/benchmark.md."
+        ),
+        allow_abbrev=False,  # --seed=... must stay an override error, not become --seeds
+    )
+    parser.add_argument("--models", help="comma-separated model names, e.g. BPR,LightGCN,SASRec")
+    parser.add_argument(
+        "--dataset", default=DEFAULT_DATASET, help="dataset name (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seeds",
+        default=",".join(map(str, DEFAULT_SEEDS)),
+        help="comma-separated seeds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--config_files", default=None, help="space-separated YAML files, applied in order"
+    )
+    parser.add_argument("--out", default=None, help="output folder (benchmark_results/<dataset>)")
+    parser.add_argument(
+        "--protocol", default="auto", choices=PROTOCOLS, help="split protocol (default: auto)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds allowed per run (default: no limit)"
+    )
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; returns the exit status (1 when a run failed).
+
+    Args:
+        argv: arguments without the program name; default ``sys.argv[1:]``.
+    """
+    parser = _parser()
+    args, overrides = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if args.worker:
+        run_worker(args.worker)
+        return 0
+    if not args.models:
+        parser.error("--models is required, e.g. --models=BPR,LightGCN,SASRec")
+    from recbole_mm.utils import UnknownModelError
+
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds={args.seeds}: expected comma-separated integers")
+    try:
+        result = run_benchmark(
+            [m.strip() for m in args.models.split(",") if m.strip()],
+            args.dataset,
+            seeds=seeds,
+            config_file_list=args.config_files.split() if args.config_files else None,
+            overrides=overrides,
+            protocol=args.protocol,
+            out=args.out,
+            timeout=args.timeout,
+        )
+    except (UnknownModelError, ValueError) as err:
+        parser.error(str(err))
+    print(result["report"], end="")
+    return 0 if all(r["status"] == "ok" for r in result["runs"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

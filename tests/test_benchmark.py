@@ -1,0 +1,238 @@
+"""The benchmark runner: protocol rule, reports, timing wrappers, real runs (function and CLI)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, tiny_config
+
+from recbole_mm import benchmark
+from recbole_mm.benchmark import (
+    LOO_EVAL_ARGS,
+    RATIO_EVAL_ARGS,
+    TrainerTimer,
+    check_splits,
+    markdown_report,
+    plot_valid_curves,
+    resolve_protocol,
+    run_benchmark,
+    summarise,
+    write_csv,
+)
+from recbole_mm.utils import UnknownModelError
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(autouse=True)
+def _keep_anomaly_mode():
+    """Looking up RecBole's sequential models imports its sine.py, which turns on autograd
+    anomaly detection for the whole process; keep that out of the other tests."""
+    before = torch.is_anomaly_enabled()
+    yield
+    torch.autograd.set_detect_anomaly(before)
+
+
+def test_protocol_rule():
+    general, mixed = (
+        {"BPR": "GENERAL", "VBPR": "GENERAL"},
+        {"BPR": "GENERAL", "SASRec": "SEQUENTIAL"},
+    )
+    assert resolve_protocol(general) == ("dataset", None)
+    assert resolve_protocol({"SASRec": "SEQUENTIAL"}) == ("dataset", None)
+    assert resolve_protocol(mixed) == ("loo", LOO_EVAL_ARGS)
+    assert resolve_protocol(mixed, "dataset") == ("dataset", None)
+    assert resolve_protocol(general, "ratio") == ("ratio", RATIO_EVAL_ARGS)
+    # The user's own eval_args win over the automatic switch, and conflict with a forced one.
+    assert resolve_protocol(mixed, eval_args_given=True) == ("dataset", None)
+    with pytest.raises(ValueError, match="eval_args"):
+        resolve_protocol(mixed, "loo", eval_args_given=True)
+    with pytest.raises(ValueError, match="protocol='nope'"):
+        resolve_protocol(mixed, "nope")
+
+
+def _record(model, seed, ndcg, split="h1", **extra):
+    return {
+        "model": model,
+        "seed": seed,
+        "status": "ok",
+        "device": "cpu",
+        "valid_metric": "ndcg@10",
+        "best_valid_score": ndcg + 0.1,
+        "best_valid_result": {"ndcg@10": ndcg + 0.1},
+        "test_result": {"recall@10": 2 * ndcg, "ndcg@10": ndcg},
+        "train_s_per_epoch": 1.0,
+        "valid_s_mean": 0.5,
+        "test_s": 0.5,
+        "peak_rss_mb": 500.0,
+        "peak_gpu_mb": None,
+        "n_params": 1000,
+        "epochs": 3,
+        "split_hash": split,
+        "eval_args": LOO_EVAL_ARGS,
+        "valid_curve": [{"epoch": e, "score": ndcg * e / 3} for e in (1, 2, 3)],
+        **extra,
+    }
+
+
+def test_reports_from_run_records(tmp_path):
+    runs = [
+        _record("A", 1, 0.10),
+        _record("B", 1, 0.20),
+        _record("C", 1, 0.30),
+        _record("A", 2, 0.20),
+        _record("B", 2, 0.30),
+        _record("C", 2, 0.40, split="h2", anomaly_detection=True),
+        {"model": "D", "seed": 1, "status": "failed", "error": "boom"},
+    ]
+    splits = check_splits(runs)
+    assert splits[1]["consistent"] and splits[2]["odd"] == ["C"]
+    assert check_splits([_record("A", 1, 0.1, "x"), _record("B", 1, 0.1, "y")])[1]["odd"] == [
+        "A",
+        "B",
+    ]  # a tie has no majority to compare against: both are flagged
+
+    rows = summarise(runs)
+    assert [r["model"] for r in rows] == ["A", "B", "C", "D"]
+    mean, std = rows[0]["test"]["ndcg@10"]
+    assert mean == pytest.approx(0.15) and std == pytest.approx(0.0707107, rel=1e-5)
+    report = markdown_report(rows, runs, dataset="toy", protocol="loo")
+    table = [line for line in report.splitlines() if line.startswith("| ")]
+    assert table[0].split(" | ")[1:3] == ["test recall@10", "test ndcg@10"]
+    assert "best valid ndcg@10" in table[0] and "split" in table[0]
+    assert "| A | 0.3000 ± 0.1414 | 0.1500 ± 0.0707 | 0.2500 ± 0.0707 |" in table[1]
+    assert table[1].endswith("| same |") and table[3].endswith("| DIFFERS |")
+    assert table[4].startswith("| D | failed")
+    assert "seed 2: **test splits differ**" in report and "anomaly detection" in report
+    assert "D: failed for seed(s) 1" in report
+
+    write_csv(runs, tmp_path / "r.csv")
+    with (tmp_path / "r.csv").open() as file:
+        rows_csv = list(csv.DictReader(file))
+    assert len(rows_csv) == 7 and rows_csv[0]["test_ndcg@10"] == "0.1"
+    plot_valid_curves(runs, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes().startswith(PNG_MAGIC)
+
+
+class _FakeTrainer:
+    """RecBole's call pattern: fit -> _train_epoch / _valid_epoch -> evaluate."""
+
+    def _train_epoch(self, train_data, epoch_idx, show_progress=False):
+        return (1.0, 2.0)
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        result = self.evaluate(valid_data, load_best_model=False)
+        return result["ndcg@10"], result
+
+    def evaluate(self, eval_data, load_best_model=True, show_progress=False):
+        return {"ndcg@10": 0.25}
+
+    def fit(self, epochs):
+        for epoch in range(epochs):
+            self._train_epoch(None, epoch)
+            if epoch % 2 == 1:
+                self._valid_epoch(None)
+
+
+def test_trainer_timer_wraps_only_the_instance():
+    class_methods = dict(vars(_FakeTrainer))
+    trainer = _FakeTrainer()
+    timer = TrainerTimer(trainer)
+    trainer.fit(4)
+    trainer.evaluate(None)
+    assert len(timer.train_s) == 4 and timer.train_loss == [3.0] * 4
+    assert len(timer.valid_s) == 2 and len(timer.test_s) == 1  # validation is not test
+    assert [p["epoch"] for p in timer.curve] == [2, 4]
+    assert timer.curve[0] == {"epoch": 2, "score": 0.25, "result": {"ndcg@10": 0.25}}
+    # The instance is wrapped; the class (RecBole's, in real runs) is untouched.
+    assert {"_train_epoch", "_valid_epoch", "evaluate"} <= set(vars(trainer))
+    assert dict(vars(_FakeTrainer)) == class_methods
+
+
+def test_unknown_model_fails_before_any_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(UnknownModelError, match="NoSuchModel.*BPR"):
+        run_benchmark(["BPR", "NoSuchModel"], TINY, out=out)
+    assert not out.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--models=BPR,NoSuchModel", f"--out={out}"])
+    assert exit_info.value.code == 2 and "Unknown model 'NoSuchModel'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--seeds"):
+        run_benchmark(["BPR"], TINY, overrides=["--seed=3"], out=out)
+    assert not out.exists()
+
+
+def _check_outputs(out: Path, models: list[str]) -> dict:
+    for name in ("results.json", "results.csv", "results.md", "valid_curves.png"):
+        assert (out / name).is_file(), name
+    assert (out / "valid_curves.png").read_bytes().startswith(PNG_MAGIC)
+    results = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in results["runs"]] == models
+    table = [
+        line for line in (out / "results.md").read_text().splitlines() if line.startswith("| ")
+    ]
+    assert [line.split(" | ")[0] for line in table[1:]] == [f"| {m}" for m in models]
+    for run in results["runs"]:
+        assert run["status"] == "ok", run.get("error")
+        metrics = {**run["test_result"], **run["best_valid_result"]}
+        assert set(run["test_result"]) == {"recall@5", "ndcg@5"}
+        assert all(0.0 <= value <= 1.0 for value in metrics.values())
+        assert run["n_params"] > 0 and run["peak_rss_mb"] > 0 and run["device"] == "cpu"
+        assert len(run["valid_curve"]) == run["epochs"] == len(run["train_epoch_s"])
+    return results
+
+
+def test_benchmark_function_mixed_models_share_a_leave_one_out_split(tiny_root, run_in_tmp):
+    models = ["BPR", "SASRec", "VBPR"]
+    result = run_benchmark(
+        models,
+        TINY,
+        config_dict=tiny_config(tiny_root, epochs=2),
+        out=run_in_tmp / "bench",
+        progress=lambda line: None,
+    )
+    results = _check_outputs(run_in_tmp / "bench", models)
+    assert result["protocol"] == results["protocol"] == "loo"
+    runs = results["runs"]
+    assert all(r["eval_args"]["split"] == {"LS": "valid_and_test"} for r in runs)
+    assert all(r["eval_args"]["order"] == "TO" and r["epochs"] == 2 for r in runs)
+    assert len({r["split_hash"] for r in runs}) == 1 and runs[0]["n_test_pairs"] == 40
+    assert results["splits"]["2020"]["consistent"]
+    assert [p["epoch"] for p in runs[0]["valid_curve"]] == [1, 2]
+    assert "every model has the same test split" in result["report"]
+    with (run_in_tmp / "bench" / "results.csv").open() as file:
+        assert [row["model"] for row in csv.DictReader(file)] == models
+
+
+def test_cli_flags_differing_splits_under_the_dataset_protocol(tiny_root, tmp_path):
+    settings = tiny_config(tiny_root, epochs=1)
+    del settings["modalities"]  # BPR and SASRec use no content features
+    overrides = [f"--{key}={value}" for key, value in settings.items()]
+    out = tmp_path / "bench"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "recbole_mm.benchmark", f"--dataset={TINY}"]
+        + ["--models=BPR,SASRec", "--protocol=dataset", f"--out={out}", *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = _check_outputs(out, ["BPR", "SASRec"])
+    # BPR keeps RecBole's random 8:1:1 split, SASRec its leave-one-out: two test sets.
+    bpr, sasrec = results["runs"]
+    assert "RS" in bpr["eval_args"]["split"] and "LS" in sasrec["eval_args"]["split"]
+    assert bpr["split_hash"] != sasrec["split_hash"]
+    assert not results["splits"]["2020"]["consistent"]
+    assert "| BPR |" in proc.stdout and "| DIFFERS |" in proc.stdout
+    assert "test splits differ" in proc.stdout and "differs" in proc.stderr
