@@ -52,3 +52,4 @@ def register_with_recbole() -> None:
     recbole_quick_start.load_data_and_model = quick_start.load_data_and_model
     sys.modules["recbole.quick_start"].load_data_and_model = quick_start.load_data_and_model
     compat.patch_checkpoint_loading()
+    compat.undo_sine_anomaly_detection()

@@ -108,3 +108,16 @@ def test_unknown_model_is_reported_without_lightgbm():
     message = str(err.value)
     assert "lightgbm" not in message
     assert "VBPR" in message and "LightGCN" in message and "SASRec" in message
+
+
+def test_recbole_sequential_models_leave_anomaly_detection_off():
+    # recbole/model/sequential_recommender/sine.py turns it on at import, for the whole process.
+    code = (
+        "import torch, recbole_mm\n"
+        "from recbole_mm.utils import get_model\n"
+        "get_model('SASRec'); get_model('SINE')\n"
+        "print(torch.is_anomaly_enabled())"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
