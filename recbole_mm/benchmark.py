@@ -334,8 +334,8 @@ def measure_run(
         "n_params": n_params,
         "peak_rss_mb": peak_rss_mb(),
         "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if on_gpu else None,
-        # RecBole's sine.py switches autograd anomaly detection on for the whole process when
-        # recbole.model.sequential_recommender is imported; it slows every backward pass.
+        # On, it slows every backward pass. RecBole's sine.py switches it on at import, which
+        # compat.undo_sine_anomaly_detection undoes; recorded to catch any other such import.
         "anomaly_detection": torch.is_anomaly_enabled(),
         "split_hash": test_hash,
         "n_test_pairs": n_test_pairs,
@@ -540,7 +540,8 @@ def markdown_table(rows: Sequence[dict]) -> str:
             cells += [_fmt(row["train_s_per_epoch"], 2), _fmt(row["valid_s_mean"], 2)]
             cells += [_fmt(row["peak_rss_mb"], 0, thousands=True)]
             cells += [_fmt(row["peak_gpu_mb"], 0, thousands=True)] if gpu else []
-            cells += [_fmt(row["n_params"], 0, thousands=True), _fmt(row["epochs"], 1)]
+            epoch_digits = 1 if row["epochs"][1] else 0  # a fraction only when seeds differ
+            cells += [_fmt(row["n_params"], 0, thousands=True), _fmt(row["epochs"], epoch_digits)]
             cells += ["same" if row["split_ok"] else "DIFFERS"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -578,9 +579,8 @@ def markdown_report(
     slowed = list(dict.fromkeys(r["model"] for r in runs if r.get("anomaly_detection")))
     if slowed:
         parts.append(
-            f"- torch autograd anomaly detection was on while training {', '.join(slowed)} "
-            "(RecBole's sine.py enables it when its sequential models are imported): their "
-            "training times are inflated."
+            f"- torch autograd anomaly detection was on while training {', '.join(slowed)}: "
+            "their training times are inflated."
         )
     for row in rows:
         if row["failed"]:
@@ -644,6 +644,7 @@ def plot_valid_curves(runs: Sequence[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     metrics = set()
@@ -657,10 +658,12 @@ def plot_valid_curves(runs: Sequence[dict], path: Path) -> None:
         if not scores:
             continue
         epochs = sorted(scores)
-        (line,) = ax.plot(epochs, [statistics.fmean(scores[e]) for e in epochs], label=model)
+        means = [statistics.fmean(scores[e]) for e in epochs]
+        (line,) = ax.plot(epochs, means, marker="o", markersize=3, label=model)
         if any(len(v) > 1 for v in scores.values()):
             low, high = [min(scores[e]) for e in epochs], [max(scores[e]) for e in epochs]
             ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("valid " + ", ".join(sorted(metrics)))
     ax.grid(alpha=0.3)

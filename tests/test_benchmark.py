@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import TINY, tiny_config
 
 from recbole_mm import benchmark
@@ -30,15 +29,6 @@ from recbole_mm.utils import UnknownModelError
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def _keep_anomaly_mode():
-    """Looking up RecBole's sequential models imports its sine.py, which turns on autograd
-    anomaly detection for the whole process; keep that out of the other tests."""
-    before = torch.is_anomaly_enabled()
-    yield
-    torch.autograd.set_detect_anomaly(before)
 
 
 def test_protocol_rule():
@@ -167,6 +157,10 @@ def test_unknown_model_fails_before_any_run(tmp_path, capsys):
     assert exit_info.value.code == 2 and "Unknown model 'NoSuchModel'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--seeds"):
         run_benchmark(["BPR"], TINY, overrides=["--seed=3"], out=out)
+    own_split = tmp_path / "split.yaml"
+    own_split.write_text("eval_args:\n  split: {RS: [0.7, 0.2, 0.1]}\n")
+    with pytest.raises(ValueError, match="eval_args"):
+        run_benchmark(["BPR"], TINY, config_file_list=[str(own_split)], protocol="loo", out=out)
     assert not out.exists()
 
 
