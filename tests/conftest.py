@@ -103,6 +103,31 @@ def tiny_config(data_root: Path, **overrides) -> dict:
     return config
 
 
+def save_tiny_vit(folder: Path, *, size: int = 16, hidden: int = 8, num_labels: int = 0) -> Path:
+    """A randomly initialised ViT and its image processor, saved like a hub checkpoint.
+
+    With ``num_labels`` it is a classification checkpoint, which (like
+    google/vit-base-patch16-224) carries no pooler weights.
+    """
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor, ViTModel
+
+    config = ViTConfig(
+        image_size=size,
+        patch_size=size // 2,
+        hidden_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        num_labels=max(num_labels, 1),
+    )
+    torch.manual_seed(0)
+    model = ViTForImageClassification(config) if num_labels else ViTModel(config)
+    model.save_pretrained(folder)
+    ViTImageProcessor(size={"height": size, "width": size}).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")

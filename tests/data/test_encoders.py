@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import save_tiny_vit
 
 from recbole_mm.data.encoders import default_text_model_path, encode_images, encode_texts
 
@@ -64,22 +65,7 @@ def test_empty_and_bad_text_input():
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory) -> Path:
     """A randomly initialised 8-d ViT and its processor, saved like a hub checkpoint."""
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    config = ViTConfig(
-        image_size=16,
-        patch_size=8,
-        num_channels=3,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-    )
-    torch.manual_seed(0)
-    ViTModel(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(folder)
-    return folder
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
 
 
 @pytest.fixture(scope="module")
@@ -149,20 +135,7 @@ def test_image_features_are_the_cls_token_and_independent_of_batching(tiny_vit, 
 def test_classification_checkpoint_without_pooler_gives_reproducible_features(tmp_path, images):
     # Like google/vit-base-patch16-224: no pooler weights in the checkpoint. A feature read
     # from a pooler would come from random weights that differ at every load.
-    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
-
-    config = ViTConfig(
-        image_size=16,
-        patch_size=8,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        num_labels=3,
-    )
-    torch.manual_seed(0)
-    ViTForImageClassification(config).save_pretrained(tmp_path)
-    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(tmp_path)
+    save_tiny_vit(tmp_path, num_labels=3)
     paths = [images["red"], images["noise"]]
     torch.manual_seed(1)
     first, _ = encode_images(paths, model_name_or_path=str(tmp_path), show_progress=False)

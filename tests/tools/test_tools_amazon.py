@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import save_tiny_vit
 from tools_fixtures import (
     CORE_ITEMS,
     NO_IMAGE_ITEM,
@@ -248,22 +249,7 @@ def test_2018_with_images_drops_items_lacking_them(raw_2018, tmp_path, tiny_vit)
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory):
     """A randomly initialised 16-d ViT saved locally: encode_images runs without a download."""
-    import torch
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    folder = tmp_path_factory.mktemp("tiny-vit")
-    torch.manual_seed(0)
-    config = ViTConfig(
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        image_size=32,
-        patch_size=16,
-    )
-    ViTModel(config).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny-vit"), size=32, hidden=16)
 
 
 # --------------------------------------------------------------------------------------------
