@@ -21,6 +21,8 @@ def test_regular_install_finds_properties(tmp_path):
             "-q",
             "--no-deps",
             "--no-build-isolation",
+            # Without it pip first uninstalls the recbole_mm of the running environment.
+            "--ignore-installed",
             "--prefix",
             str(prefix),
             str(ROOT),
