@@ -19,7 +19,7 @@ from recbole.data import data_preparation as recbole_data_preparation
 from recbole.utils import ModelType
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_mm.data.dataset import check_dataset_files
+from recbole_mm.data.dataset import prepare_dataset_files
 
 # Our model packages, by RecBole model type; each lists its models in __all__.
 MODEL_PACKAGES = {
@@ -130,11 +130,7 @@ def create_dataset(config):
     Our models get a multimodal dataset (the class registered with RecBole under
     ``<Model>Dataset``); RecBole's models get RecBole's dataset classes and ignore the features.
     """
-    from recbole_mm.data.embedded import ensure_embedded_dataset, is_embedded
-
-    if is_embedded(config["dataset"]):
-        ensure_embedded_dataset(config["dataset"], config["data_path"])
-    check_dataset_files(config)
+    prepare_dataset_files(config)
     try:
         return recbole_create_dataset(config)
     except ValueError as err:

@@ -56,6 +56,15 @@ def check_dataset_files(config) -> None:
     raise DatasetFilesMissing(f"Dataset '{name}': missing {', '.join(missing)}. {fix}")
 
 
+def prepare_dataset_files(config) -> None:
+    """Build an embedded dataset on first use, then check the files RecBole will read."""
+    from recbole_mm.data.embedded import ensure_embedded_dataset, is_embedded
+
+    if is_embedded(config["dataset"]):
+        ensure_embedded_dataset(config["dataset"], config["data_path"])
+    check_dataset_files(config)
+
+
 def modality_specs(config) -> dict[str, ModalitySpec]:
     """The content modalities the configuration declares for its dataset."""
     declared = config["modalities"] or {}
@@ -98,12 +107,9 @@ class MultimodalMixin:
         return self._modality_features[name]
 
     # -- RecBole hooks ---------------------------------------------------------------------
-    def _download(self):
-        check_dataset_files(self.config)
-        raise DatasetFilesMissing(f"Dataset folder {self.dataset_path} does not exist.")
-
     def _load_data(self, token, dataset_path):
-        check_dataset_files(self.config)
+        # Also reached through RecBole's own create_dataset: never let RecBole try a download.
+        prepare_dataset_files(self.config)
         super()._load_data(token, dataset_path)
         for name, spec in modality_specs(self.config).items():
             tokens, features = load_modality(spec)

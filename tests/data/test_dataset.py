@@ -159,3 +159,15 @@ def test_empty_split_and_empty_dataset_errors(fresh):
     )
     with pytest.raises(ValueError, match="empty after filtering"):
         create_dataset(strict)
+
+
+def test_recbole_create_dataset_never_tries_a_download(tmp_path):
+    from recbole.data import create_dataset as recbole_create_dataset
+
+    config = Config(
+        model="VBPR",
+        dataset="absent-set",
+        config_dict=tiny_config(tmp_path, build_command="python -m dataset_tools.mmrec --y"),
+    )
+    with pytest.raises(DatasetFilesMissing, match="python -m dataset_tools.mmrec --y"):
+        recbole_create_dataset(config)
