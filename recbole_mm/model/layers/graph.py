@@ -42,7 +42,9 @@ def normalized_adjacency(
     degree = torch.bincount(rows, minlength=n).float()
     inv_sqrt = degree.clamp(min=1).pow(-0.5) * (degree > 0)
     values = inv_sqrt[rows] * inv_sqrt[cols]
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n)).coalesce()
+    return torch.sparse_coo_tensor(
+        torch.stack([rows, cols]), values, (n, n), check_invariants=True
+    ).coalesce()
 
 
 class LightGCNPropagation(nn.Module):
