@@ -28,14 +28,11 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        for file in (
-            properties.overall_file(),
-            properties.model_file(model),
-            properties.dataset_file(dataset),
-        ):
+        dataset_file = properties.dataset_file(dataset)
+        for file in (properties.overall_file(), properties.model_file(model), dataset_file):
             if file.is_file():
                 loaded = self._update_internal_config_dict(str(file)) or {}
-                if file == properties.dataset_file(dataset):
+                if file == dataset_file:
                     self.parameters["Dataset"] += [
                         k for k in loaded if k not in self.parameters["Dataset"]
                     ]

@@ -62,17 +62,25 @@ class VBPR(GeneralRecommender):
     def forward(self, user, item):
         """Scores ``[B]`` of user-item pairs."""
         user_repr = torch.cat([self.user_gamma(user), self.user_theta(user)], dim=-1)  # [B, 2d]
-        return (user_repr * self._item_repr(item)).sum(-1) + self._item_offset(item)
+        item_repr, item_offset = self._items(item)
+        return (user_repr * item_repr).sum(-1) + item_offset
 
-    def _item_repr(self, item=None):
-        features = self.item_features if item is None else self.item_features[item]  # [*, F]
-        gamma = self.item_gamma.weight if item is None else self.item_gamma(item)
-        return torch.cat([gamma, self.projection(features)], dim=-1)  # [*, 2d]
-
-    def _item_offset(self, item=None):
-        features = self.item_features if item is None else self.item_features[item]
-        bias = self.item_bias.weight if item is None else self.item_bias(item)
-        return (bias + self.feature_bias(features)).squeeze(-1)  # [*]
+    def _items(self, item=None):
+        """Item side of Eq. 1 for ``item`` (all items if None): ``([*, 2d] repr, [*] offset)``."""
+        if item is None:
+            features, gamma, bias = (
+                self.item_features,
+                self.item_gamma.weight,
+                self.item_bias.weight,
+            )
+        else:
+            features, gamma, bias = (
+                self.item_features[item],
+                self.item_gamma(item),
+                self.item_bias(item),
+            )
+        item_repr = torch.cat([gamma, self.projection(features)], dim=-1)  # [*, 2d]
+        return item_repr, (bias + self.feature_bias(features)).squeeze(-1)
 
     def calculate_loss(self, interaction):
         user = interaction[self.USER_ID]
@@ -95,4 +103,5 @@ class VBPR(GeneralRecommender):
     def full_sort_predict(self, interaction):
         user = interaction[self.USER_ID]
         user_repr = torch.cat([self.user_gamma(user), self.user_theta(user)], dim=-1)  # [B, 2d]
-        return user_repr @ self._item_repr().T + self._item_offset()  # [B, n_items]
+        item_repr, item_offset = self._items()
+        return user_repr @ item_repr.T + item_offset  # [B, n_items]
