@@ -1,0 +1,308 @@
+"""Gaussian diffusion building blocks: the noise schedule, the timestep embedding and two samplers.
+
+Reference:
+    Jonathan Ho, Ajay Jain, Pieter Abbeel. "Denoising Diffusion Probabilistic Models."
+    NeurIPS 2020 (Eq. 4, 6, 7, 11, 12; Algorithm 2).
+    Jiaming Song, Chenlin Meng, Stefano Ermon. "Denoising Diffusion Implicit Models."
+    ICLR 2021 (Eq. 12, 16).
+    Used by GTC (Eq. 3-5), IMECD and DiffuRec-style sequential models.
+
+Conventions:
+    Timesteps are 0-based indices ``t = 0 .. n_steps - 1``: index ``t`` is the papers' step
+    ``t + 1`` (``x_0`` is the data, ``x_{n_steps}`` is pure noise), as in the DDPM and
+    DiffuSeq/DiffuRec code bases. ``alphas_cumprod[t]`` is the papers' ``abar_{t+1}`` and
+    ``alphas_cumprod_prev[t]`` is ``abar_t`` (1 at ``t = 0``).
+
+The schedule keeps no state that training changes: its buffers are non-persistent, so a
+checkpoint holds only the denoiser's parameters and the schedule is rebuilt from the
+configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+SCHEDULE_KINDS = ("linear", "truncated_linear")
+PREDICTIONS = ("eps", "x0")
+
+
+def beta_schedule(
+    *, n_steps: int, beta_start: float = 1e-4, beta_end: float = 0.02, kind: str = "linear"
+) -> Tensor:
+    """The betas of a named schedule, float64 ``[n_steps]``.
+
+    ``"linear"``: ``beta_start`` to ``beta_end`` evenly spaced (DDPM; GTC Sec. 4.1).
+    ``"truncated_linear"``: DiffuSeq's ``trunc_lin``, the schedule DiffuRec uses: the DDPM
+    linear schedule rescaled by ``1000 / n_steps`` and shifted up by 0.01, i.e. evenly spaced
+    from ``1000 / n_steps * beta_start + 0.01`` to ``1000 / n_steps * beta_end + 0.01``
+    (clipped at 0.999 so that a very short chain stays a valid Markov chain).
+    """
+    if not isinstance(n_steps, int) or n_steps < 1:
+        raise ValueError(f"n_steps = {n_steps!r} must be an integer >= 1.")
+    if kind not in SCHEDULE_KINDS:
+        raise ValueError(f"kind = {kind!r} is not a known schedule; use one of {SCHEDULE_KINDS}.")
+    if not 0.0 < beta_start <= beta_end < 1.0:
+        raise ValueError(
+            f"beta_start = {beta_start} and beta_end = {beta_end} must satisfy "
+            f"0 < beta_start <= beta_end < 1."
+        )
+    if kind == "linear":
+        return torch.linspace(beta_start, beta_end, n_steps, dtype=torch.float64)
+    scale = 1000.0 / n_steps
+    betas = torch.linspace(
+        scale * beta_start + 0.01, scale * beta_end + 0.01, n_steps, dtype=torch.float64
+    )
+    return betas.clamp(max=0.999)
+
+
+def _gather(values: Tensor, t: Tensor, like: Tensor) -> Tensor:
+    """``values[t]`` shaped to broadcast against ``like`` (``[N, 1, ..., 1]``)."""
+    return values[t].reshape(t.shape[0], *([1] * (like.dim() - 1))).to(like.dtype)
+
+
+class NoiseSchedule(nn.Module):
+    """Betas and derived coefficients, computed in float64, stored as float32 non-persistent buffers.
+
+    Forward process ``q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)`` (DDPM Eq. 4; GTC
+    Eq. 3) and its posterior ``q(x_{t-1} | x_t, x_0)`` (DDPM Eq. 6-7).
+
+    Args:
+        n_steps: number of diffusion steps ``T`` (>= 1).
+        beta_start, beta_end: first and last beta of the linear ramp.
+        kind: ``"linear"`` or ``"truncated_linear"`` (see :func:`beta_schedule`).
+
+    Shapes:
+        x0, x_t, noise, eps: ``[N, *]``; t: long ``[N]`` with values in ``[0, n_steps)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_steps: int,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        kind: str = "linear",
+    ) -> None:
+        super().__init__()
+        betas = beta_schedule(n_steps=n_steps, beta_start=beta_start, beta_end=beta_end, kind=kind)
+        self.n_steps = n_steps
+        self.kind = kind
+        alphas = 1.0 - betas
+        alphas_cumprod = torch.cumprod(alphas, dim=0)
+        alphas_cumprod_prev = torch.cat([alphas_cumprod.new_ones(1), alphas_cumprod[:-1]])
+        # DDPM Eq. 7: beta_tilde_t = (1 - abar_{t-1}) / (1 - abar_t) beta_t; it is 0 at t = 0,
+        # so its log is clipped to the next value, as in the DDPM code.
+        posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+        log_source = torch.cat([posterior_variance[1:2], posterior_variance[1:]])
+        if n_steps == 1:
+            log_source = betas.clone()
+        coefficients = {
+            "betas": betas,
+            "alphas": alphas,
+            "alphas_cumprod": alphas_cumprod,
+            "alphas_cumprod_prev": alphas_cumprod_prev,
+            "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": (1.0 - alphas_cumprod).sqrt(),
+            "sqrt_recip_alphas_cumprod": alphas_cumprod.rsqrt(),
+            "sqrt_recipm1_alphas_cumprod": (1.0 / alphas_cumprod - 1.0).sqrt(),
+            "posterior_variance": posterior_variance,
+            "posterior_log_variance_clipped": log_source.log(),
+            "posterior_mean_coef1": betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod),
+            "posterior_mean_coef2": (1.0 - alphas_cumprod_prev)
+            * alphas.sqrt()
+            / (1.0 - alphas_cumprod),
+        }
+        for name, value in coefficients.items():
+            self.register_buffer(name, value.float(), persistent=False)
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_steps={self.n_steps}, kind={self.kind!r}, "
+            f"beta_start={self.betas[0].item():.3g}, beta_end={self.betas[-1].item():.3g}"
+        )
+
+    def _check_t(self, t: Tensor) -> None:
+        if t.dim() != 1 or t.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"t must be a 1-D integer tensor, got {t.dtype} {tuple(t.shape)}.")
+
+    def sample_timesteps(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` timesteps drawn uniformly from ``[0, n_steps)`` (DDPM Algorithm 1), long ``[n]``."""
+        return torch.randint(0, self.n_steps, (n,), generator=generator, device=self.betas.device)
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` (DDPM Eq. 4; GTC Eq. 3)."""
+        self._check_t(t)
+        return (
+            _gather(self.sqrt_alphas_cumprod, t, x0) * x0
+            + _gather(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        )
+
+    def predict_x0(self, x_t: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """``x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)`` (Eq. 4 solved for ``x0``)."""
+        self._check_t(t)
+        return (
+            _gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+            - _gather(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+        )
+
+    def predict_eps(self, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        """``eps = (x_t - sqrt(abar_t) x0) / sqrt(1 - abar_t)`` (Eq. 4 solved for ``eps``)."""
+        self._check_t(t)
+        return (_gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / _gather(
+            self.sqrt_recipm1_alphas_cumprod, t, x_t
+        )
+
+    def posterior(self, x0: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``q(x_{t-1} | x_t, x0)`` as ``(mean, variance, log_variance)`` (DDPM Eq. 6-7).
+
+        variance and log_variance are ``[N, 1, ..]`` and broadcast against ``x0``.
+        """
+        self._check_t(t)
+        mean = (
+            _gather(self.posterior_mean_coef1, t, x_t) * x0
+            + _gather(self.posterior_mean_coef2, t, x_t) * x_t
+        )
+        return (
+            mean,
+            _gather(self.posterior_variance, t, x_t),
+            _gather(self.posterior_log_variance_clipped, t, x_t),
+        )
+
+
+def timestep_embedding(t: Tensor, dim: int, *, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal embedding of (possibly fractional) timesteps (Transformer positional encoding).
+
+    ``[cos(t w_k), sin(t w_k)]`` with ``w_k = max_period^(-k / (dim // 2))``; an odd ``dim``
+    gets a trailing zero column.
+
+    Shapes:
+        t: ``[N]``; returns float32 ``[N, dim]``.
+    """
+    if dim < 1:
+        raise ValueError(f"dim = {dim} must be >= 1.")
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    )
+    args = t.float()[:, None] * freqs[None]  # [N, half]
+    embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        embedding = torch.cat([embedding, embedding.new_zeros(t.shape[0], 1)], dim=-1)
+    return embedding
+
+
+def _check_prediction(prediction: str) -> None:
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"prediction = {prediction!r} must be one of {PREDICTIONS}.")
+
+
+def _split_prediction(
+    schedule: NoiseSchedule, x_t: Tensor, t: Tensor, output: Tensor, prediction: str
+) -> tuple[Tensor, Tensor]:
+    """``(x0_hat, eps_hat)`` from a denoiser output of either parameterisation."""
+    if prediction == "eps":
+        return schedule.predict_x0(x_t, t, output), output
+    return output, schedule.predict_eps(x_t, t, output)
+
+
+def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
+def ddpm_sample(
+    denoise: Callable[[Tensor, Tensor], Tensor],
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    *,
+    prediction: str = "eps",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Full ``T``-step ancestral sampling (DDPM Algorithm 2; GTC Eq. 5).
+
+    For ``t = T-1 .. 0``: ``x_{t-1} = mean(x_t, x0_hat) + sigma_t z`` with the posterior mean of
+    DDPM Eq. 7, which for an eps prediction equals
+    ``1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - abar_t) eps_hat)`` (DDPM Eq. 11, GTC Eq. 5), and
+    ``sigma_t^2 = beta_tilde_t`` (the posterior variance); no noise is added at the last step.
+
+    Args:
+        denoise: ``denoise(x_t, t)`` returns ``eps_hat`` or ``x0_hat`` (``prediction``); the
+            caller closes over any conditioning (a lambda or ``functools.partial``).
+        schedule: the noise schedule the denoiser was trained with.
+        x_T: the starting noise.
+        prediction: ``"eps"`` or ``"x0"``.
+        generator: source of the per-step noise ``z`` (seed it for reproducible samples).
+
+    Shapes:
+        x_T: ``[N, *]``; returns ``[N, *]``.
+    """
+    _check_prediction(prediction)
+    x = x_T
+    for step in reversed(range(schedule.n_steps)):
+        t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
+        x0_hat, _ = _split_prediction(schedule, x, t, denoise(x, t), prediction)
+        mean, _, log_variance = schedule.posterior(x0_hat, x, t)
+        if step > 0:
+            x = mean + torch.exp(0.5 * log_variance) * _randn_like(x, generator)
+        else:
+            x = mean
+    return x
+
+
+def ddim_timesteps(n_train_steps: int, n_steps: int) -> Tensor:
+    """``n_steps`` evenly spaced timesteps in ``[0, n_train_steps)``, descending, ending at 0."""
+    if not isinstance(n_steps, int) or not 1 <= n_steps <= n_train_steps:
+        raise ValueError(
+            f"n_steps = {n_steps!r} must be an integer in [1, {n_train_steps}] (the schedule's "
+            f"number of steps)."
+        )
+    steps = torch.linspace(0, n_train_steps - 1, n_steps, dtype=torch.float64).round().long()
+    return steps.flip(0)
+
+
+def ddim_sample(
+    denoise: Callable[[Tensor, Tensor], Tensor],
+    schedule: NoiseSchedule,
+    x_T: Tensor,
+    *,
+    n_steps: int,
+    prediction: str = "eps",
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Strided DDIM sampling over ``n_steps`` of the schedule's steps (DDIM Eq. 12, 16).
+
+    With ``tau`` the evenly spaced sub-sequence of timesteps (:func:`ddim_timesteps`), each step
+    goes from ``tau_i`` to ``tau_{i+1}`` (``abar`` = 1 after the last):
+    ``x' = sqrt(abar') x0_hat + sqrt(1 - abar' - sigma^2) eps_hat + sigma z`` with
+    ``sigma = eta sqrt((1 - abar') / (1 - abar) (1 - abar / abar'))``. ``eta = 0`` is
+    deterministic given ``x_T``; ``eta = 1`` with ``n_steps = T`` is DDPM ancestral sampling.
+
+    Args:
+        denoise, schedule, x_T, prediction, generator: as for :func:`ddpm_sample`.
+        n_steps: number of denoiser calls, ``1 <= n_steps <= schedule.n_steps``.
+        eta: stochasticity, ``>= 0``.
+
+    Shapes:
+        x_T: ``[N, *]``; returns ``[N, *]``.
+    """
+    _check_prediction(prediction)
+    if eta < 0:
+        raise ValueError(f"eta = {eta} must be >= 0.")
+    steps = ddim_timesteps(schedule.n_steps, n_steps).tolist()
+    x = x_T
+    abar = schedule.alphas_cumprod
+    for i, step in enumerate(steps):
+        t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
+        x0_hat, eps_hat = _split_prediction(schedule, x, t, denoise(x, t), prediction)
+        abar_t = abar[step]
+        abar_next = abar[steps[i + 1]] if i + 1 < len(steps) else abar.new_ones(())
+        sigma = eta * torch.sqrt((1 - abar_next) / (1 - abar_t) * (1 - abar_t / abar_next))
+        direction = torch.sqrt((1 - abar_next - sigma**2).clamp(min=0))
+        x = abar_next.sqrt() * x0_hat + direction * eps_hat
+        if eta > 0 and i + 1 < len(steps):
+            x = x + sigma * _randn_like(x, generator)
+    return x
