@@ -1,0 +1,118 @@
+"""Contrastive lower bound of the total correlation of several views, and its pairwise counterpart.
+
+Reference:
+    GTC, Sec. 3.3, Eq. 6-9; the bound and its sampling follow Symile (Saporta et al., "Contrasting
+    with Symile: Simple Model-Agnostic Representation Learning for Unlimited Modalities",
+    NeurIPS 2024), which generalises InfoNCE (van den Oord et al., 2018) to any number of views.
+
+Both losses work on one batch of ``N`` aligned rows (row ``i`` of every view is the same
+entity) and hold ``N x N`` score matrices: memory grows with the batch, never with the number of
+items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def multilinear_inner_product(*views: Tensor) -> Tensor:
+    """``h(x, y, z, ..) = sum_d x_d y_d z_d ..`` row by row (GTC Eq. 7).
+
+    Shapes:
+        each view: ``[N, d]``; returns ``[N]``.
+    """
+    product = views[0]
+    for view in views[1:]:
+        product = product * view
+    return product.sum(-1)
+
+
+def _check_views(views: Sequence[Tensor], minimum: int) -> None:
+    if len(views) < minimum:
+        raise ValueError(f"got {len(views)} views; the loss needs at least {minimum}.")
+    shape = views[0].shape
+    if len(shape) != 2 or any(v.shape != shape for v in views):
+        raise ValueError(
+            f"views must all be [N, d] with the same shape, got {[tuple(v.shape) for v in views]}."
+        )
+
+
+def _prepare(views: Sequence[Tensor], temperature: float, normalize: bool) -> list[Tensor]:
+    if temperature <= 0:
+        raise ValueError(f"temperature = {temperature} must be > 0.")
+    return [F.normalize(v, dim=-1) for v in views] if normalize else list(views)
+
+
+def total_correlation_loss(
+    views: Sequence[Tensor],
+    *,
+    temperature: float = 1.0,
+    normalize: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Symmetrised contrastive lower bound of ``TC(views)``, as a loss to minimise (Eq. 7-9).
+
+    For anchor view ``a`` and row ``i`` the positive is the matched tuple and the ``N - 1``
+    negatives are the tuples ``(.., v_m[pi_m(j)], ..)``, ``j != i``, built by an independent
+    in-batch permutation ``pi_m`` of every non-anchor view ``m`` (a sample of the product of the
+    marginals). The loss of anchor ``a`` is the cross-entropy of the positive among these ``N``
+    candidates under the score ``h / temperature`` (the negative of Eq. 7, averaged over the
+    batch); Eq. 9 sums it over the anchors. By Eq. 8, ``TC >= log N - loss_a`` for every anchor.
+
+    Args:
+        views: ``M >= 2`` aligned views (GTC: ``S``, ``V_bar``, ``T_bar``). With two views the
+            bound is InfoNCE's bound on their mutual information.
+        temperature: divides ``h`` (1.0: the paper's unscaled score).
+        normalize: L2-normalise every row first (Symile's practice; the paper uses raw vectors).
+        generator: source of the permutations (seed it for a reproducible loss).
+
+    Shapes:
+        each view: ``[N, d]`` with ``N >= 2``; returns a scalar.
+    """
+    _check_views(views, 2)
+    views = _prepare(views, temperature, normalize)
+    n = views[0].shape[0]
+    device = views[0].device
+    target = torch.arange(n, device=device)
+    diagonal = torch.eye(n, dtype=torch.bool, device=device)
+    total = views[0].new_zeros(())
+    for anchor in range(len(views)):
+        others = [v for m, v in enumerate(views) if m != anchor]
+        positive = multilinear_inner_product(views[anchor], *others)  # [N]
+        shuffled = others[0][torch.randperm(n, generator=generator).to(device)]
+        for view in others[1:]:
+            shuffled = shuffled * view[torch.randperm(n, generator=generator).to(device)]
+        logits = views[anchor] @ shuffled.T  # [N, N]: h(anchor_i, negative tuple j)
+        logits = torch.where(diagonal, positive[:, None], logits) / temperature
+        total = total + F.cross_entropy(logits, target)  # Eq. 9: sum over anchors
+    return total
+
+
+def pairwise_contrastive_loss(
+    views: Sequence[Tensor], *, temperature: float = 1.0, normalize: bool = False
+) -> Tensor:
+    """Sum over view pairs of the symmetric in-batch InfoNCE loss (the 'w/o TC' ablation).
+
+    For each pair ``(a, b)`` the scores are ``v_a v_b^T / temperature`` with all other rows of
+    the batch as negatives, and the pair's loss is the mean of the ``a -> b`` and ``b -> a``
+    cross-entropies; the pair losses are summed (three pairs for three views, matching the
+    three anchor terms of :func:`total_correlation_loss`).
+
+    Shapes:
+        each view: ``[N, d]`` with ``N >= 2``; returns a scalar.
+    """
+    _check_views(views, 2)
+    views = _prepare(views, temperature, normalize)
+    target = torch.arange(views[0].shape[0], device=views[0].device)
+    total = views[0].new_zeros(())
+    for a in range(len(views)):
+        for b in range(a + 1, len(views)):
+            logits = views[a] @ views[b].T / temperature  # [N, N]
+            total = total + 0.5 * (
+                F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
+            )
+    return total
