@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from recbole_mm.model.layers.diffusion import (
+    MLPUNetDenoiser,
     NoiseSchedule,
     beta_schedule,
     ddim_sample,
@@ -153,6 +154,20 @@ def test_samplers_recover_a_point_mass_with_the_oracle_denoiser():
         ddim_sample(lambda x, t: c.expand_as(x), schedule, x_T, n_steps=7, prediction="x0"),
     ):
         torch.testing.assert_close(out, c.expand_as(out), rtol=1e-3, atol=1e-3)
+
+
+def test_mlp_unet_denoiser_shapes_and_gradients():
+    torch.manual_seed(0)
+    net = MLPUNetDenoiser(dim=4, cond_dim=3, hidden_size=8)
+    x, cond, t = torch.randn(5, 4), torch.randn(5, 3), torch.tensor([0, 1, 2, 3, 99])
+    out = net(x, t, cond)
+    assert out.shape == (5, 4)
+    out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    # The output depends on the condition and on the timestep.
+    assert not torch.allclose(net(x, t, cond), net(x, t, cond + 1))
+    assert not torch.allclose(net(x, t, cond), net(x, t + 1, cond))
+    assert MLPUNetDenoiser(dim=4, cond_dim=0, hidden_size=8)(x, t).shape == (5, 4)
 
 
 def test_ddim_timesteps():

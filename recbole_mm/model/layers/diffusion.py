@@ -306,3 +306,52 @@ def ddim_sample(
         if eta > 0 and i + 1 < len(steps):
             x = x + sigma * _randn_like(x, generator)
     return x
+
+
+class MLPUNetDenoiser(nn.Module):
+    """U-Net-style MLP denoiser ``f(x_t, t, cond)`` for vector data (eps or x0 prediction).
+
+    The input ``[x_t ; cond ; PE(t)]`` (PE: :func:`timestep_embedding` followed by a two-layer
+    MLP) goes down ``dim_in -> hidden -> hidden // 2`` and back up ``hidden // 2 -> hidden``;
+    the up path's output is concatenated with the first down activation (the skip connection)
+    before the output layer ``2 hidden -> dim``.
+
+    Args:
+        dim: width of ``x_t`` and of the output.
+        cond_dim: width of the conditioning vector (0: unconditional).
+        hidden_size: width of the outer layers (``>= 2``).
+        time_dim: width of the timestep embedding (default ``dim``).
+
+    Shapes:
+        x_t: ``[N, dim]``; t: long ``[N]``; cond: ``[N, cond_dim]``; returns ``[N, dim]``.
+    """
+
+    def __init__(
+        self, *, dim: int, cond_dim: int, hidden_size: int = 256, time_dim: int | None = None
+    ) -> None:
+        super().__init__()
+        if dim < 1 or cond_dim < 0 or hidden_size < 2:
+            raise ValueError(
+                f"dim = {dim}, cond_dim = {cond_dim}, hidden_size = {hidden_size}: need dim >= 1, "
+                f"cond_dim >= 0 and hidden_size >= 2."
+            )
+        self.time_dim = time_dim or dim
+        self.cond_dim = cond_dim
+        self.time_mlp = nn.Sequential(
+            nn.Linear(self.time_dim, self.time_dim),
+            nn.SiLU(),
+            nn.Linear(self.time_dim, self.time_dim),
+        )
+        self.down1 = nn.Linear(dim + cond_dim + self.time_dim, hidden_size)
+        self.down2 = nn.Linear(hidden_size, hidden_size // 2)
+        self.up1 = nn.Linear(hidden_size // 2, hidden_size)
+        self.out = nn.Linear(2 * hidden_size, dim)
+        self.act = nn.SiLU()
+
+    def forward(self, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+        embedding = self.time_mlp(timestep_embedding(t, self.time_dim).to(x_t.dtype))  # [N, dt]
+        parts = [x_t, embedding] if cond is None else [x_t, cond, embedding]
+        skip = self.act(self.down1(torch.cat(parts, dim=-1)))  # [N, h]
+        h = self.act(self.down2(skip))  # [N, h/2]
+        h = self.act(self.up1(h))  # [N, h]
+        return self.out(torch.cat([h, skip], dim=-1))  # [N, dim]
