@@ -11,7 +11,10 @@ from recbole_mm.config import Config
 from recbole_mm.utils import create_dataset, data_preparation, get_model, recbole_mm_models
 
 # Per-model settings that keep the tiny runs tiny.
-TINY_OVERRIDES: dict[str, dict] = {"VBPR": {}}
+TINY_OVERRIDES: dict[str, dict] = {
+    "VBPR": {},
+    "IMECD": {"n_steps": 4, "n_codes": 4, "n_experts": 2, "id_n_layers": 1, "n_heads": 2},
+}
 
 
 @pytest.fixture(scope="module", params=sorted(recbole_mm_models()))

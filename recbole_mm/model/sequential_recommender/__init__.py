@@ -1,3 +1,5 @@
 """Sequential (next-item) recommenders."""
 
-__all__: list[str] = []
+from recbole_mm.model.sequential_recommender.imecd import IMECD
+
+__all__: list[str] = ["IMECD"]

@@ -1,0 +1,362 @@
+"""IMECD: ID-guided multimodal experts with contrastive diffusion for sequential recommendation.
+
+Reference:
+    "IMECD: ID-Guided Multimodal Mixture of Experts with Contrastive Diffusion for Sequential
+    Recommendation" (Sec. III; settings of Sec. IV-A-4). No public code; its parts follow
+    DiffuRec (TOIS'23) and DiQDiff (WWW'25), which fill the gaps below.
+
+Per branch ``m`` in {id, text, image}: item representations (ID embedding; Eq. 1-2 projections
+of the pre-trained features, then the ID-guided mixture of experts, Eq. 3-6), the history as a
+sequence of those representations, MS-VQ (Eq. 7-10) adding a selected sequence-shaped code, and
+a conditional DDPM over the next item's representation whose Transformer denoiser predicts
+``x0`` (Eq. 11-18). Scores are the sum of the branches' inner products (Eq. 19); the loss is
+Eq. 20-22 summed over the branches.
+
+Deviations (the paper is silent unless said otherwise):
+    - Denoiser input, after DiffuRec: the noised target plus a sinusoidal time embedding (passed
+      through a two-layer MLP), scaled by ``diffusion_lambda`` (DiffuRec: 0.001, drawn per
+      element from N(lambda, lambda) in training; its mean at evaluation, so that evaluation is
+      deterministic), is added to every position of the conditioning sequence, plus a learned
+      position embedding; the output at the last (most recent) position is ``x0_hat``.
+      Attention is bidirectional over the non-padding positions, as in DiffuRec.
+    - Histories are left-aligned (DiffuRec's layout: the most recent item at the last position),
+      so that the sequence-shaped codes of MS-VQ compare sequences by recency. Padding positions
+      of ``s^m`` are zeros.
+    - ``s^m`` is LayerNorm(dropout(item representations)) (DiffuRec's sequence embedding).
+    - MS-VQ: the codebook starts from ``Z`` sequences of the first training batch; codes no
+      sequence of a batch chose keep their value; ``vq_update_rate`` = 1 is Eq. 10 as written
+      (the batch mean replaces the code), smaller values an exponential moving average. At
+      evaluation the code is the argmax of the selection logits (no Gumbel noise). The
+      selection MLP is Linear(L d, d) - GELU - Linear(d, Z) (DiQDiff-style, width not given).
+    - Eq. 15 has no temperature; ``cl_temperature`` (default 1, the paper's form) divides the
+      cosine similarities (DiQDiff uses 0.07). The sum in Eq. 15 includes ``x0_hat`` itself.
+    - Eq. 14 is the squared L2 norm summed over the dimensions, averaged over the batch; the
+      target ``x0`` is not detached. Each branch draws its own timesteps and noise.
+    - Evaluation noise (``x_T`` and the per-step noise of Eq. 18) comes from a
+      ``torch.Generator`` seeded with ``seed`` and re-seeded whenever the model enters eval
+      mode, so that every evaluation of the same weights gives the same scores.
+    - Branches: ``imecd_modalities`` maps the content roles text and image to any dataset
+      modalities (e.g. image -> kg on ml-100k-mm); a role mapped to null is dropped, which is
+      the paper's "w/o Text" / "w/o Image" ablation.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.model.layers import TransformerEncoder
+from recbole.utils import InputType
+from torch import Tensor, nn
+
+from recbole_mm.model.layers.diffusion import NoiseSchedule, ddpm_sample, timestep_embedding
+from recbole_mm.model.layers.moe import GuidedMixtureOfExperts
+from recbole_mm.model.layers.sequence_vq import SequenceQuantizer
+
+logger = logging.getLogger("recbole_mm")
+
+CONTENT_ROLES = ("text", "image")
+
+
+class _Denoiser(nn.Module):
+    """Eq. 13: ``x0_hat = f(x_t, t, s~)``, a Transformer over the conditioning sequence.
+
+    Shapes:
+        x_t: ``[B, d]``, t: long ``[B]``, cond: ``[B, L, d]``, attn_mask: ``[B, 1, L, L]``
+        -> ``[B, d]``.
+    """
+
+    def __init__(
+        self,
+        *,
+        hidden: int,
+        seq_len: int,
+        n_layers: int,
+        n_heads: int,
+        inner_size: int,
+        dropout: float,
+        attn_dropout: float,
+        hidden_act: str,
+        layer_norm_eps: float,
+        lam: float,
+    ):
+        super().__init__()
+        self.hidden, self.lam = hidden, lam
+        self.time_mlp = nn.Sequential(
+            nn.Linear(hidden, 4 * hidden), nn.SiLU(), nn.Linear(4 * hidden, hidden)
+        )
+        self.position = nn.Embedding(seq_len, hidden)
+        self.norm = nn.LayerNorm(hidden, eps=layer_norm_eps)
+        self.dropout = nn.Dropout(dropout)
+        self.encoder = TransformerEncoder(
+            n_layers=n_layers,
+            n_heads=n_heads,
+            hidden_size=hidden,
+            inner_size=inner_size,
+            hidden_dropout_prob=dropout,
+            attn_dropout_prob=attn_dropout,
+            hidden_act=hidden_act,
+            layer_norm_eps=layer_norm_eps,
+        )
+
+    def forward(self, x_t: Tensor, t: Tensor, cond: Tensor, attn_mask: Tensor) -> Tensor:
+        noisy = x_t + self.time_mlp(timestep_embedding(t, self.hidden))  # [B, d]
+        if self.training and self.lam > 0:
+            lam = torch.normal(self.lam, self.lam, size=cond.shape, device=cond.device)
+        else:
+            lam = self.lam
+        h = cond + self.position.weight + lam * noisy.unsqueeze(1)  # [B, L, d]
+        h = self.dropout(self.norm(h))
+        out = self.encoder(h, attn_mask, output_all_encoded_layers=False)[-1]  # [B, L, d]
+        return out[:, -1]  # the most recent position (histories are left-aligned)
+
+
+def contrastive_loss(x0_hat: Tensor, *, temperature: float = 1.0) -> Tensor:
+    """Eq. 15: mean over the batch of ``log sum_j exp(cos(x_i, x_j) / temperature)``."""
+    z = F.normalize(x0_hat, dim=-1)
+    return torch.logsumexp(z @ z.T / temperature, dim=1).mean()
+
+
+def left_align(item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
+    """RecBole's right-padded histories ``[B, L]`` -> left-padded (most recent item last)."""
+    seq_len = item_seq.shape[1]
+    index = torch.arange(seq_len, device=item_seq.device) - (seq_len - item_seq_len).unsqueeze(1)
+    return torch.where(index >= 0, item_seq.gather(1, index.clamp(min=0)), 0)
+
+
+class IMECD(SequentialRecommender):
+    input_type = InputType.POINTWISE  # softmax over all items: no negative sampling
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        # load parameters
+        self.hidden_size = config["hidden_size"]
+        self.lambda_q = config["lambda_q"]
+        self.lambda_c = config["lambda_c"]
+        self.cl_temperature = config["cl_temperature"]
+        self.use_id_moe = config["use_id_moe"]
+        self.use_vq = config["use_vq"]
+        self.eval_seed = int(config["seed"])
+        self.roles = self._resolve_roles(config, dataset)
+        self.branches = ("id", *self.roles)
+        self._check_config(config)
+
+        # define layers
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.projections = nn.ModuleDict()  # Eq. 1-2
+        self.experts = nn.ModuleDict()  # Eq. 3-6
+        for role, modality in self.roles.items():
+            features = dataset.modality_features(modality)  # [n_items, d_m]; data, not saved
+            self.register_buffer(f"{role}_features", features, persistent=False)
+            self.projections[role] = nn.Linear(features.shape[1], self.hidden_size)
+            if self.use_id_moe:
+                self.experts[role] = GuidedMixtureOfExperts(
+                    dim=self.hidden_size, guide_dim=self.hidden_size, n_experts=config["n_experts"]
+                )
+        self.embedding_dropout = nn.Dropout(config["hidden_dropout_prob"])
+        self.sequence_norm = nn.ModuleDict(
+            {m: nn.LayerNorm(self.hidden_size, eps=config["layer_norm_eps"]) for m in self.branches}
+        )
+        self.quantizers = nn.ModuleDict()  # Eq. 7-10
+        if self.use_vq:
+            for m in self.branches:
+                self.quantizers[m] = SequenceQuantizer(
+                    seq_len=self.max_seq_length,
+                    dim=self.hidden_size,
+                    n_codes=config["n_codes"],
+                    tau=config["gumbel_tau"],
+                    update_rate=config["vq_update_rate"],
+                )
+        self.denoisers = nn.ModuleDict(
+            {
+                m: _Denoiser(
+                    hidden=self.hidden_size,
+                    seq_len=self.max_seq_length,
+                    n_layers=config["id_n_layers" if m == "id" else "content_n_layers"],
+                    n_heads=config["n_heads"],
+                    inner_size=config["inner_size"],
+                    dropout=config["hidden_dropout_prob"],
+                    attn_dropout=config["attn_dropout_prob"],
+                    hidden_act=config["hidden_act"],
+                    layer_norm_eps=config["layer_norm_eps"],
+                    lam=config["diffusion_lambda"],
+                )
+                for m in self.branches
+            }
+        )
+        self.schedule = NoiseSchedule(
+            n_steps=config["n_steps"],
+            beta_start=config["beta_start"],
+            beta_end=config["beta_end"],
+            kind=config["noise_schedule"],
+        )
+        self._eval_generator: torch.Generator | None = None
+
+        # parameters initialization
+        self.initializer_range = config["initializer_range"]
+        self.apply(self._init_weights)
+
+    # -- configuration ------------------------------------------------------------------------
+    @staticmethod
+    def _resolve_roles(config, dataset) -> dict[str, str]:
+        """``{content role: dataset modality}`` from ``imecd_modalities``."""
+        available = tuple(dataset.modalities)
+        requested = config["imecd_modalities"]
+        if requested is None:
+            roles = {r: r for r in CONTENT_ROLES if r in available}
+            absent = [r for r in CONTENT_ROLES if r not in roles]
+            if absent:
+                logger.warning(
+                    "IMECD: dataset '%s' has no modality named %s; those branches are off. Map "
+                    "the roles with imecd_modalities, e.g. {text: text, image: kg} (modalities "
+                    "of this dataset: %s).",
+                    config["dataset"],
+                    absent,
+                    list(available),
+                )
+            return roles
+        if not isinstance(requested, dict) or not set(requested) <= set(CONTENT_ROLES):
+            raise ValueError(
+                f"imecd_modalities = {requested!r} must map the roles {list(CONTENT_ROLES)} to "
+                f"dataset modalities (or null to drop a role), e.g. {{text: text, image: image}}."
+            )
+        roles = {}
+        for role, modality in requested.items():
+            if modality is None:
+                continue
+            if modality not in available:
+                raise ValueError(
+                    f"imecd_modalities['{role}'] = {modality!r}, but dataset "
+                    f"'{config['dataset']}' has the modalities {list(available)}. Map the role "
+                    f"to one of them, or to null to run without the {role} branch."
+                )
+            roles[role] = modality
+        return roles
+
+    def _check_config(self, config) -> None:
+        checks = {
+            "hidden_size": self.hidden_size > 0,
+            "n_experts": config["n_experts"] >= 1,
+            "n_codes": config["n_codes"] >= 1,
+            "lambda_q": self.lambda_q >= 0,
+            "lambda_c": self.lambda_c >= 0,
+            "cl_temperature": self.cl_temperature > 0,
+            "gumbel_tau": config["gumbel_tau"] > 0,
+            "vq_update_rate": 0 < config["vq_update_rate"] <= 1,
+            "n_steps": int(config["n_steps"]) >= 1,
+            "diffusion_lambda": config["diffusion_lambda"] >= 0,
+            "noise_schedule": config["noise_schedule"] in ("linear", "truncated_linear"),
+        }
+        for key, ok in checks.items():
+            if not ok:
+                raise ValueError(
+                    f"IMECD: {key} = {config[key]!r} is out of range; see "
+                    f"properties/model/IMECD.yaml for the meaning and valid values of '{key}'."
+                )
+        if self.hidden_size % config["n_heads"]:
+            raise ValueError(
+                f"IMECD: hidden_size = {self.hidden_size} must be a multiple of n_heads = "
+                f"{config['n_heads']}."
+            )
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            module.bias.data.zero_()
+
+    # -- evaluation noise ---------------------------------------------------------------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not mode:  # every evaluation of the same weights draws the same noise
+            self._eval_generator = None
+        return self
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if self._eval_generator is None or self._eval_generator.device != device:
+            self._eval_generator = torch.Generator(device=device).manual_seed(self.eval_seed)
+        return self._eval_generator
+
+    # -- model --------------------------------------------------------------------------------
+    def item_representations(self) -> dict[str, Tensor]:
+        """Every item's representation per branch, ``{m: [n_items, d]}``."""
+        id_emb = self.item_embedding.weight
+        reps = {"id": id_emb}
+        for role in self.roles:
+            e = self.projections[role](getattr(self, f"{role}_features"))  # Eq. 1-2
+            if self.use_id_moe:
+                e = self.experts[role](e, id_emb)  # Eq. 3-6, gated by the ID embedding
+            reps[role] = e
+        return reps
+
+    def forward(
+        self, item_seq: Tensor, item_seq_len: Tensor, reps: dict[str, Tensor]
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """Conditioning sequences ``{m: s~^m [B, L, d]}`` (Eq. 9) and the attention mask."""
+        seq = left_align(item_seq, item_seq_len)  # [B, L]
+        keep = (seq > 0).unsqueeze(-1).to(reps["id"].dtype)  # [B, L, 1]
+        attn_mask = self.get_attention_mask(seq, bidirectional=True)  # [B, 1, L, L]
+        conds = {}
+        for m in self.branches:
+            s = self.sequence_norm[m](self.embedding_dropout(reps[m][seq])) * keep  # s^m
+            if self.use_vq:
+                quantized, _ = self.quantizers[m](s)  # Eq. 7-8 (+ Eq. 10 when training)
+                s = s + self.lambda_q * quantized  # Eq. 9
+            conds[m] = s
+        return conds, attn_mask
+
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        target = interaction[self.POS_ITEM_ID]
+        reps = self.item_representations()
+        conds, attn_mask = self.forward(item_seq, item_seq_len, reps)
+        ce = rec = cl = 0.0
+        for m in self.branches:
+            x0 = reps[m][target]  # [B, d]
+            t = self.schedule.sample_timesteps(x0.shape[0])
+            x_t = self.schedule.q_sample(x0, t, torch.randn_like(x0))  # Eq. 11-12
+            x0_hat = self.denoisers[m](x_t, t, conds[m], attn_mask)  # Eq. 13
+            ce = ce + F.cross_entropy(x0_hat @ reps[m].T, target)  # Eq. 20-21
+            rec = rec + (x0 - x0_hat).square().sum(-1).mean()  # Eq. 14
+            if self.lambda_c > 0:
+                cl = cl + contrastive_loss(x0_hat, temperature=self.cl_temperature)  # Eq. 15
+        if self.lambda_c > 0:
+            return ce, rec, self.lambda_c * cl  # Eq. 22
+        return ce, rec
+
+    def generate(self, interaction, reps: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Eq. 16-18: ``p_u^m`` by the ``T``-step reverse process from Gaussian noise."""
+        conds, attn_mask = self.forward(
+            interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], reps
+        )
+        generator = self._generator(attn_mask.device)
+        out = {}
+        for m in self.branches:
+            cond, denoiser = conds[m], self.denoisers[m]
+            x_T = torch.randn(
+                cond.shape[0], self.hidden_size, generator=generator, device=cond.device
+            )
+            out[m] = ddpm_sample(
+                lambda x_t, t: denoiser(x_t, t, cond, attn_mask),  # noqa: B023 (called here)
+                self.schedule,
+                x_T,
+                prediction="x0",
+                generator=generator,
+            )
+        return out
+
+    def predict(self, interaction):
+        reps = self.item_representations()
+        p = self.generate(interaction, reps)
+        item = interaction[self.ITEM_ID]
+        return sum((p[m] * reps[m][item]).sum(-1) for m in self.branches)  # Eq. 19, [B]
+
+    def full_sort_predict(self, interaction):
+        reps = self.item_representations()
+        p = self.generate(interaction, reps)
+        return sum(p[m] @ reps[m].T for m in self.branches)  # Eq. 19, [B, n_items]
