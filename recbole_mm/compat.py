@@ -46,8 +46,10 @@ live in ``recbole.trainer.trainer`` and reach torch through that module's global
 :func:`patch_checkpoint_loading` rebinds that one name, in that module only, to a view of torch
 whose ``load`` passes ``weights_only=False`` unless the caller chose otherwise; RecBole's
 ``load_data_and_model`` is replaced by ours (``recbole_mm.registry``), which reads checkpoints
-through :func:`load_recbole_checkpoint`. Every other ``torch.load`` in the process keeps torch's
-safe default. RecBole's checkpoints contain pickled objects: load them only from trusted sources.
+through ``recbole_mm.trainer.checkpoint.read_checkpoint``. Every other ``torch.load`` in the
+process keeps torch's safe default. RecBole's checkpoints contain pickled objects: load them only
+from trusted sources. The trainers of recbole_mm's entry points write checkpoints without pickled
+objects (``recbole_mm.trainer.checkpoint``), which load with ``weights_only=True``.
 """
 
 from __future__ import annotations

@@ -13,8 +13,13 @@ from logging import getLogger
 
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
-from recbole_mm.compat import load_recbole_checkpoint
 from recbole_mm.config import Config
+from recbole_mm.trainer.checkpoint import (
+    is_plain_checkpoint,
+    load_config,
+    read_checkpoint,
+    with_safe_checkpoints,
+)
 from recbole_mm.utils import create_dataset, data_preparation, get_model, get_trainer
 
 
@@ -38,11 +43,18 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
 
 
 def build(config, train_data):
-    """The model (on ``config['device']``) and its trainer, seeded as RecBole seeds them."""
+    """The model (on ``config['device']``) and its trainer, seeded as RecBole seeds them.
+
+    The trainer writes weights-only checkpoints and a resume file every epoch
+    (:mod:`recbole_mm.trainer.checkpoint`); with ``resume_file`` set it continues that run.
+    """
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     getLogger().info(model)
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer_class = with_safe_checkpoints(get_trainer(config["MODEL_TYPE"], config["model"]))
+    trainer = trainer_class(config, model)
+    if config["resume_file"]:
+        trainer.resume_checkpoint(config["resume_file"])
     return model, trainer
 
 
@@ -104,13 +116,18 @@ def objective_function(config_dict=None, config_file_list=None, saved=True) -> d
     }
 
 
-def load_data_and_model(model_file: str):
+def load_data_and_model(model_file: str, *, trusted: bool = True):
     """Reload a checkpoint written by a run: ``(config, model, dataset, train, valid, test)``.
 
-    The checkpoint is RecBole's format (it pickles the Config): load trusted files only.
+    recbole_mm's checkpoints are read with ``torch.load(weights_only=True)``. Checkpoints
+    written by RecBole's own trainers pickle the Config, and unpickling can run code: they are
+    read only with ``trusted=True`` (the default, as in RecBole; pass False to refuse them).
     """
-    checkpoint = load_recbole_checkpoint(model_file)
-    config = checkpoint["config"]
+    checkpoint = read_checkpoint(model_file, trusted=trusted)
+    if is_plain_checkpoint(checkpoint):
+        config = load_config(checkpoint)
+    else:
+        config = checkpoint["config"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)

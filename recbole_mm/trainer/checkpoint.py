@@ -1,0 +1,332 @@
+"""Checkpoints that load with ``torch.load(weights_only=True)``, exact resume, DDP on CPU.
+
+:class:`SafeCheckpointMixin` goes in front of any RecBole trainer class
+(``class MyTrainer(SafeCheckpointMixin, recbole.trainer.Trainer)``, or
+:func:`with_safe_checkpoints` for a class chosen at run time) and changes three things:
+
+1. **Format.** RecBole pickles its ``Config`` into every checkpoint, so reading one runs
+   arbitrary code and needs ``weights_only=False``. Ours hold only tensors and plain values:
+   the configuration as a plain dict (``config``: every value of the final configuration except
+   the four that RecBole derives at start-up: ``MODEL_TYPE``, ``MODEL_INPUT_TYPE``,
+   ``eval_type``, ``device``), plus the user's own settings (``config_overrides``) from which
+   :func:`load_config` rebuilds a ``Config``. Everything else keeps RecBole's keys
+   (``epoch``, ``cur_step``, ``best_valid_score``, ``state_dict``, ``other_parameter``,
+   ``optimizer``), so RecBole's ``evaluate(load_best_model=True)`` reads them unchanged.
+2. **Resume.** RecBole writes a checkpoint only when validation improves, so an interrupted run
+   has nothing to continue from but its best epoch. We also write ``<best file>-last.pth`` at the
+   end of every epoch with the optimizer, early-stopping counters, the best validation result,
+   the path of the best checkpoint and every random state that training consumes (torch, CUDA,
+   numpy (RecBole's negative sampler), Python, and the train loader's shuffling generator).
+   ``resume_checkpoint(<...>-last.pth)`` restores all of it, so the resumed run continues
+   bit-for-bit as the uninterrupted one would have (``tests/test_resume.py``).
+3. **DDP on CPU.** RecBole wraps the model as ``DistributedDataParallel(device_ids=[rank])``,
+   which torch refuses for CPU modules; on CPU we wrap without ``device_ids`` (gloo backend).
+   In every distributed run, rank 0 broadcasts its checkpoint path so that all ranks reload the
+   same best model (RecBole names the file after each process's own clock).
+
+Checkpoints written by RecBole's own trainers (pickled Config) are still read by
+:func:`read_checkpoint` with ``trusted=True``: only from sources you trust.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+FORMAT = "recbole_mm.checkpoint/1"
+# Derived by RecBole's Config at start-up; never stored, recomputed on load.
+DERIVED_KEYS = ("MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device")
+# Describe the process that ran, not the run: the loading process keeps its own.
+RUNTIME_KEYS = DERIVED_KEYS + (
+    "gpu_id",
+    "use_gpu",
+    "local_rank",
+    "single_spec",
+    "nproc",
+    "world_size",
+    "ip",
+    "port",
+    "offset",
+    "state",
+    "show_progress",
+)
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def to_plain(value: Any, where: str) -> Any:
+    """``value`` with numpy scalars made Python numbers; anything else not loadable refused.
+
+    Raises:
+        ValueError: ``value`` holds an object ``torch.load(weights_only=True)`` cannot read.
+    """
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, (_PLAIN, torch.Tensor, torch.Size)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [to_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict):
+        return {
+            to_plain(key, f"{where} key {key!r}"): to_plain(item, f"{where}[{key!r}]")
+            for key, item in value.items()
+        }
+    raise ValueError(
+        f"Checkpoint entry {where} is a {type(value).__name__}, which "
+        f"torch.load(weights_only=True) cannot read. Store tensors, numbers, strings, lists "
+        f"or dicts."
+    )
+
+
+def plain_config(config) -> dict:
+    """The final configuration as plain values (the derived keys left out)."""
+    return {
+        key: to_plain(value, f"config[{key!r}]")
+        for key, value in config.final_config_dict.items()
+        if key not in DERIVED_KEYS
+    }
+
+
+def random_states(generator: torch.Generator | None = None) -> dict:
+    """Every random state RecBole training consumes, as tensors and plain values."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        states["train_loader"] = generator.get_state()
+    return states
+
+
+def set_random_states(states: dict, generator: torch.Generator | None = None) -> None:
+    """Restore what :func:`random_states` saved."""
+    torch.set_rng_state(states["torch"])
+    np_state = states["numpy"]
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
+    py_state = states["python"]
+    random.setstate((py_state["version"], tuple(py_state["internal"]), py_state["gauss_next"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    if generator is not None and "train_loader" in states:
+        generator.set_state(states["train_loader"])
+
+
+def read_checkpoint(path: str | Path, *, map_location: Any = None, trusted: bool = False) -> dict:
+    """Read a checkpoint: ours with ``weights_only=True``; RecBole's only when ``trusted``.
+
+    Raises:
+        ValueError: the file is a RecBole (pickled) checkpoint and ``trusted`` is False.
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if not trusted:
+            raise ValueError(
+                f"{path} is not a recbole_mm checkpoint: it holds pickled objects (RecBole's "
+                f"own trainers pickle the Config), and unpickling can run code. Load it only "
+                f"if you trust its source: pass trusted=True (--trusted on the command line)."
+            ) from err
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def is_plain_checkpoint(checkpoint: dict) -> bool:
+    return checkpoint.get("format") == FORMAT
+
+
+def load_config(checkpoint: dict):
+    """The run's ``Config``, rebuilt from a recbole_mm checkpoint.
+
+    The user's settings rebuild it (so RecBole derives device, model type and evaluator type
+    for this process); the stored final values then replace whatever the property files
+    would give today, except the keys that describe the process (device, ranks, logging).
+    """
+    from recbole_mm.config import Config
+
+    saved = checkpoint["config"]
+    config = Config(
+        model=saved["model"],
+        dataset=saved["dataset"],
+        config_dict=dict(checkpoint["config_overrides"]),
+    )
+    for key, value in saved.items():
+        if key in RUNTIME_KEYS:
+            continue
+        if key == "data_path" and not (Path(value) / saved["dataset"]).is_dir():
+            continue  # moved to another machine: the dataset is where this Config finds it
+        config[key] = value
+    return config
+
+
+def last_checkpoint_file(best_file: str | Path) -> str:
+    """The resume file written beside a run's best checkpoint."""
+    best = str(best_file)
+    return (best[: -len(".pth")] if best.endswith(".pth") else best) + "-last.pth"
+
+
+class SafeCheckpointMixin:
+    """Weights-only checkpoints, an every-epoch resume file, and CPU DDP for a RecBole trainer.
+
+    Put it first among the bases. Trainers that write extra checkpoints (per stage, say) call
+    :meth:`checkpoint_state` for the common part and add tensors/plain values to it.
+    """
+
+    def __init__(self, config, model):
+        cpu_ddp = not config["single_spec"] and config["device"].type == "cpu"
+        if cpu_ddp:
+            # AbstractTrainer passes device_ids=[rank], which torch refuses for CPU modules.
+            config["single_spec"] = True
+        try:
+            super().__init__(config, model)
+        finally:
+            if cpu_ddp:
+                config["single_spec"] = False
+        if cpu_ddp:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.distributed_model = torch.nn.parallel.DistributedDataParallel(self.model)
+        if not config["single_spec"]:
+            names = [self.saved_model_file]
+            dist.broadcast_object_list(names, src=0)
+            self.saved_model_file = names[0]
+        self._train_generator = None
+        self._pending_random_states = None
+        self._resumed_epoch = None
+
+    # -- writing -------------------------------------------------------------------------
+    @property
+    def last_model_file(self) -> str:
+        return last_checkpoint_file(self.saved_model_file)
+
+    def checkpoint_state(self, epoch: int) -> dict:
+        """The weights-only content common to every checkpoint this trainer writes."""
+        return {
+            "format": FORMAT,
+            "config": plain_config(self.config),
+            "config_overrides": to_plain(self.config.external_config_dict, "config_overrides"),
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": float(self.best_valid_score),
+            "best_valid_result": to_plain(dict(self.best_valid_result or {}), "best_valid_result"),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": to_plain(self.model.other_parameter(), "other_parameter"),
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def _is_writer(self) -> bool:
+        return self.config["single_spec"] or self.config["local_rank"] == 0
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self._is_writer():
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        torch.save(self.checkpoint_state(epoch), saved_model_file)
+        if verbose:
+            self.logger.info(f"Saving current: {saved_model_file}")
+
+    def save_resume_state(self, epoch: int) -> None:
+        """Write the resume file: the state after ``epoch`` (trained and validated)."""
+        if not self._is_writer():
+            return
+        state = self.checkpoint_state(epoch)
+        state["best_model_file"] = str(self.saved_model_file)
+        state["train_loss"] = {int(k): float(v) for k, v in self.train_loss_dict.items()}
+        state["random_states"] = random_states(self._train_generator)
+        torch.save(state, self.last_model_file)
+
+    # -- hooks into RecBole's fit loop -----------------------------------------------------
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, **kwargs):
+        self._train_generator = getattr(train_data, "generator", None)
+        self._save_resume = saved
+        if self._pending_random_states is not None:
+            set_random_states(self._pending_random_states, self._train_generator)
+            self._pending_random_states = None
+        result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, **kwargs)
+        if saved and self.train_loss_dict:
+            self.save_resume_state(max(self.train_loss_dict))
+        return result
+
+    def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+        # The state at the start of an epoch is the state after the previous one, validated:
+        # RecBole's loop has no end-of-epoch hook, so the resume file is written here.
+        if getattr(self, "_save_resume", False) and epoch_idx - 1 in self.train_loss_dict:
+            self.save_resume_state(epoch_idx - 1)
+        return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+
+    # -- reading ---------------------------------------------------------------------------
+    def resume_checkpoint(self, resume_file):
+        """Continue from a ``-last.pth`` file (exact), or from any checkpoint as RecBole does."""
+        checkpoint = read_checkpoint(resume_file, map_location=self.device, trusted=False)
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+            raise ValueError(
+                f"resume_file={resume_file} holds a {checkpoint['config']['model']} model, "
+                f"not {self.config['model']}: resume with the model that wrote it."
+            )
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.best_valid_result = checkpoint.get("best_valid_result") or None
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.saved_model_file = checkpoint.get("best_model_file", str(resume_file))
+        self.train_loss_dict.update(checkpoint.get("train_loss", {}))
+        self._pending_random_states = checkpoint.get("random_states")
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+
+_WRAPPED: dict[type, type] = {}
+
+
+def _manages_own_checkpoints(trainer_class: type) -> bool:
+    from recbole.trainer import Trainer
+
+    return not issubclass(trainer_class, Trainer) or any(
+        getattr(trainer_class, name) is not getattr(Trainer, name)
+        for name in ("fit", "_save_checkpoint", "resume_checkpoint")
+    )
+
+
+def with_safe_checkpoints(trainer_class: type) -> type:
+    """``trainer_class`` with :class:`SafeCheckpointMixin` in front (same name; cached).
+
+    Trainers that write or read checkpoints their own way (their own ``fit``,
+    ``_save_checkpoint`` or ``resume_checkpoint``: RecBole's pre-training trainers, a
+    multi-stage trainer) are returned unchanged: such a trainer inherits the mixin itself,
+    where its own methods can call the mixin's.
+    """
+    if issubclass(trainer_class, SafeCheckpointMixin) or _manages_own_checkpoints(trainer_class):
+        return trainer_class
+    if trainer_class not in _WRAPPED:
+        _WRAPPED[trainer_class] = type(
+            trainer_class.__name__,
+            (SafeCheckpointMixin, trainer_class),
+            {"__module__": __name__, "__doc__": trainer_class.__doc__},
+        )
+    return _WRAPPED[trainer_class]
