@@ -14,6 +14,15 @@ from recbole_mm.utils import create_dataset, data_preparation, get_model, recbol
 TINY_OVERRIDES: dict[str, dict] = {
     "VBPR": {},
     "IMECD": {"n_steps": 4, "n_codes": 4, "n_experts": 2, "id_n_layers": 1, "n_heads": 2},
+    "MMGRec": {
+        "codebook_size": 4,
+        "n_semantic_levels": 2,
+        "popularity_vocab_size": 32,
+        "rqvae_latent_dim": 4,
+        "rqvae_hidden_size": 8,
+        "n_heads": 2,
+        "max_history": 6,
+    },
 }
 
 

@@ -1,5 +1,6 @@
 """General (user-item graph, top-K) recommenders."""
 
+from recbole_mm.model.general_recommender.mmgrec import MMGRec
 from recbole_mm.model.general_recommender.vbpr import VBPR
 
-__all__ = ["VBPR"]
+__all__ = ["MMGRec", "VBPR"]

@@ -1,0 +1,527 @@
+"""MMGRec: Graph RQ-VAE Rec-IDs and a relation-aware Transformer that generates them.
+
+Reference:
+    Han Liu, Yinwei Wei, Xuemeng Song, Weili Guan, Yuan-Fang Li and Liqiang Nie. "MMGRec:
+    Multimodal Generative Recommendation with Transformer Model." (Sec. 4, 5.3)
+
+Two stages, run by :class:`recbole_mm.trainer.multistage.MultiStageTrainer`:
+
+1. ``tokenizer`` (Graph RQ-VAE, Sec. 4.2.1): items start as projected multimodal features
+   concatenated with a CF embedding (Eq. 4), a mean-aggregation graph convolution runs over the
+   user-item graph (Eq. 5), an RQ-VAE quantises the item representations (Eq. 6-9); the BPR and
+   RQ-VAE sub-losses of Eq. 10 are optimised alternately, one batch each.
+2. ``generator`` (Sec. 4.3-4.4): ``prepare_stage`` assigns every item its Rec-ID, the semantic
+   codes plus a popularity token ranking colliding items (Eq. 11-12), logs the collision rate
+   before and after and the codebook usage, and copies the learned item and user
+   representations into the Transformer's input (Eq. 13) and user-scale MLP (Eq. 18). An
+   encoder with relation-aware self-attention (Eq. 14-19) reads a user's training items, a
+   standard decoder generates the target's Rec-ID token by token with cross-entropy; RecBole's
+   evaluator validates this stage.
+
+Inference (``full_sort_predict``): trie-constrained beam search batched over users, with the
+encoder output and the decoder's keys/values cached; the user's training items are excluded in
+the trie so they never take a beam; the beam scores (summed log-probabilities) are scattered into
+a ``-inf`` ``[B, n_items]`` matrix. ``predict`` is the log-probability of the item's Rec-ID under
+teacher forcing.
+
+Deviations (details in docs/models/MMGRec.md):
+    - Eq. 10 alternation is per batch: odd batches take a BPR step (graph parameters), even
+      batches an RQ-VAE step on the detached item representations of all items (RQ-VAE
+      parameters). The paper does not say whether L_rqvae's gradient reaches the graph; the
+      authors' code trains the graph first and the RQ-VAE on its frozen output. Squared errors are
+      averaged (not summed) over items.
+    - The RQ-VAE latent width (``rqvae_latent_dim``) and MLP width are not in the paper; the
+      codebooks are initialised by k-means on the first RQ-VAE batch (the authors: uniform).
+    - Adam instead of the paper's SGD (the authors' SGD uses momentum 0.99); L2 1e-5 as
+      ``weight_decay``.
+    - Encoder input: up to ``max_history`` training items; longer histories are sampled
+      uniformly without replacement, afresh for every training instance, and once per user
+      with a fixed seed (``history_seed``) for ``predict`` / ``full_sort_predict``.
+    - Eq. 18's scalar MLP has one hidden layer and outputs the three scalars (Q, K, V) at once;
+      the authors use one linear scalar for all three. Each encoder layer has its own.
+    - The decoder embeds the token of level ``l`` with a level-specific table (per-level
+      vocabularies) and needs no positional encoding; the popularity level has
+      ``popularity_vocab_size`` tokens and a larger collision group is an error.
+    - Before the tokenizer has run, Rec-IDs are the base-``codebook_size`` digits of the item
+      id, so that an untrained model still produces valid outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.model.init import xavier_normal_initialization
+from recbole.model.loss import BPRLoss
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_mm.model.layers.quantizer import (
+    ResidualQuantizer,
+    append_collision_index,
+    collision_report,
+    kmeans,
+)
+from recbole_mm.model.layers.relation_attention import (
+    CachedTransformerDecoder,
+    RelationAwareEncoder,
+)
+from recbole_mm.model.layers.semantic_ids import (
+    SemanticIdTrie,
+    beam_scores_to_matrix,
+    constrained_beam_search,
+)
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("tokenizer", "generator")
+# Config switches and their values; the first is the paper's model, the others its ablations.
+CHOICES = {
+    "rqvae_input": ("graph", "features"),  # Table 3 "ID w/o": RQ-VAE on the raw features
+    "rec_id_method": ("rqvae", "hkmeans"),  # Table 4 "HK-Means"
+    "collision_token": ("popularity", "random"),  # Table 4 "Random"
+    "encoder_input": ("graph", "free"),  # Table 3 "Emb w/o": free input embeddings
+    "encoder_position": ("relation", "none", "sinusoidal"),  # Table 5
+}
+
+
+def mean_adjacency(
+    users: torch.Tensor, items: torch.Tensor, *, n_users: int, n_items: int
+) -> torch.Tensor:
+    """Row-normalised adjacency ``D^-1 A`` of the user-item graph (users first), sparse.
+
+    Row ``v`` averages the neighbours of node ``v`` (the ``1/|N_i|`` sum of Eq. 5); repeated
+    pairs count once; isolated nodes get an all-zero row.
+
+    Shapes:
+        users, items: ``[E]``; returns ``[n_users + n_items, n_users + n_items]``.
+    """
+    n = n_users + n_items
+    pairs = torch.unique(torch.stack([users.long(), items.long() + n_users]), dim=1)
+    rows = torch.cat([pairs[0], pairs[1]])
+    cols = torch.cat([pairs[1], pairs[0]])
+    degree = torch.bincount(rows, minlength=n).float().clamp(min=1)
+    return torch.sparse_coo_tensor(
+        torch.stack([rows, cols]), 1.0 / degree[rows], (n, n), check_invariants=True
+    ).coalesce()
+
+
+class MeanGraphConv(nn.Module):
+    """Mean-aggregation graph convolution with separate self/neighbour weights (Eq. 5).
+
+    ``h_v^(y) = LeakyReLU(h_v^(y-1) W_1^(y) + mean_{w in N(v)} h_w^(y-1) W_2^(y))`` for users and
+    items alike (GraphSAGE's mean aggregator, Hamilton et al. 2017, as Sec. 4.2.1 cites).
+
+    Args:
+        dims: widths ``[d_0, d_1, ..., d_Y]`` (``Y`` layers).
+        negative_slope: of the LeakyReLU.
+
+    Shapes:
+        adjacency: ``[N, N]`` row-normalised (sparse or dense); x: ``[N, d_0]``; returns ``[N, d_Y]``.
+    """
+
+    def __init__(self, *, dims: Sequence[int], negative_slope: float = 0.01) -> None:
+        super().__init__()
+        if len(dims) < 2:
+            raise ValueError(f"MeanGraphConv needs at least one layer, got dims = {list(dims)}")
+        self.self_weights = nn.ModuleList(
+            nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:])
+        )
+        self.neighbour_weights = nn.ModuleList(
+            nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:])
+        )
+        self.negative_slope = negative_slope
+
+    def forward(self, adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        for w1, w2 in zip(self.self_weights, self.neighbour_weights):
+            neighbours = torch.sparse.mm(adjacency, x) if adjacency.is_sparse else adjacency @ x
+            x = F.leaky_relu(w1(x) + w2(neighbours), self.negative_slope)  # Eq. 5
+        return x
+
+
+@torch.no_grad()
+def hierarchical_kmeans(x: torch.Tensor, *, n_levels: int, k: int) -> torch.Tensor:
+    """Top-down hierarchical k-means codes (HK-Means, the Table 4 baseline).
+
+    Level 1 clusters all rows into ``k`` clusters; every cluster is split again into at most
+    ``k`` clusters at the next level, and so on. A row's code at a level is its cluster index
+    within its parent cluster; a singleton keeps code 0.
+
+    Shapes:
+        x: ``[N, d]``; returns ``[N, n_levels]`` long.
+    """
+    codes = torch.zeros(x.shape[0], n_levels, dtype=torch.long, device=x.device)
+    groups = [torch.arange(x.shape[0], device=x.device)]
+    for level in range(n_levels):
+        next_groups = []
+        for rows in groups:
+            if rows.numel() <= 1:
+                next_groups.append(rows)
+                continue
+            centroids = kmeans(x[rows], min(k, rows.numel()))
+            assign = torch.cdist(x[rows], centroids).argmin(1)
+            codes[rows, level] = assign
+            next_groups += [rows[assign == c] for c in assign.unique()]
+        groups = next_groups
+    return codes
+
+
+def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
+    """The Transformer's sinusoidal positional encoding ``[n, d]`` (Table 5 "Default PE")."""
+    position = torch.arange(n, dtype=torch.float).unsqueeze(1)
+    frequency = torch.exp(torch.arange(0, d, 2).float() * (-math.log(10000.0) / d))
+    table = torch.zeros(n, d)
+    table[:, 0::2] = torch.sin(position * frequency)
+    table[:, 1::2] = torch.cos(position * frequency)[:, : d // 2]
+    return table
+
+
+class MMGRec(GeneralRecommender):
+    input_type = InputType.PAIRWISE
+    stages = STAGES
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        # load parameters
+        self.embedding_size = config["embedding_size"]  # D
+        self.n_levels = config["n_semantic_levels"]  # M - 1
+        self.codebook_size = config["codebook_size"]  # L
+        self.popularity_vocab_size = config["popularity_vocab_size"] or self.codebook_size
+        self.max_history = config["max_history"]  # N
+        for key, allowed in CHOICES.items():
+            setattr(self, key, config[key])
+            if config[key] not in allowed:
+                raise ValueError(f"{key} = {config[key]!r} must be one of {list(allowed)}.")
+        self.finetune_item_embedding = config["finetune_item_embedding"]
+        self.exclude_history = config["exclude_history"]
+        for key in ("embedding_size", "n_semantic_levels", "codebook_size", "max_history"):
+            if config[key] is None or config[key] < 1:
+                raise ValueError(f"{key} = {config[key]} must be a positive integer.")
+        capacity = self.codebook_size**self.n_levels * self.popularity_vocab_size
+        if capacity < self.n_items - 1:
+            raise ValueError(
+                f"codebook_size = {self.codebook_size}, n_semantic_levels = {self.n_levels} and "
+                f"popularity_vocab_size = {self.popularity_vocab_size} give {capacity} Rec-IDs "
+                f"for {self.n_items - 1} items: raise one of them."
+            )
+        topk = config["topk"]
+        max_topk = max(topk) if isinstance(topk, (list, tuple)) else int(topk)
+        self.beam_size = config["beam_size"] or max_topk
+        if self.beam_size < max_topk:
+            raise ValueError(
+                f"beam_size = {self.beam_size} is smaller than the largest top-K evaluated "
+                f"({max_topk}, key 'topk'): set beam_size >= {max_topk} or leave it empty (~)."
+            )
+        modalities = config["mmgrec_modalities"] or list(dataset.modalities)
+        if not modalities:
+            raise ValueError(
+                f"MMGRec needs at least one content modality, but dataset '{config['dataset']}' "
+                f"declares none (key 'modalities' in its YAML)."
+            )
+        # Data, rebuilt from the training split (never saved with the model).
+        features = torch.cat([dataset.modality_features(m) for m in modalities], dim=1)
+        self.register_buffer("item_features", features, persistent=False)  # [n_items, F]
+        users = torch.as_tensor(dataset.inter_feat[self.USER_ID])
+        items = torch.as_tensor(dataset.inter_feat[self.ITEM_ID])
+        adjacency = mean_adjacency(users, items, n_users=self.n_users, n_items=self.n_items)
+        self.register_buffer("adjacency", adjacency, persistent=False)
+        popularity = torch.bincount(items.long(), minlength=self.n_items).float()
+        self.register_buffer("popularity", popularity, persistent=False)
+        history = dataset.history_item_matrix()[0].long()  # [n_users, H] 0-padded
+        # Sorted by id: RecBole's training loader shuffles the rows this matrix is read from.
+        history = torch.where(history == 0, self.n_items, history).sort(dim=1).values
+        history = history.masked_fill(history == self.n_items, 0)
+        self.register_buffer("train_history", history, persistent=False)
+        generator = torch.Generator().manual_seed(config["history_seed"])
+        keys = torch.rand(history.shape, generator=generator).masked_fill(history == 0, 2.0)
+        self.register_buffer(
+            "eval_history", self._subsample(history, keys), persistent=False
+        )  # [n_users, <=N]
+
+        # define layers
+        d = self.embedding_size
+        # Graph RQ-VAE (Sec. 4.2.1)
+        self.user_embedding = nn.Embedding(self.n_users, 2 * d)  # h_u^(0)
+        self.item_cf_embedding = nn.Embedding(self.n_items, d)  # h_i^c
+        self.feature_projection = nn.Linear(features.shape[1], d, bias=False)  # W of Eq. 4
+        self.graph = MeanGraphConv(
+            dims=[2 * d] + [d] * config["n_graph_layers"],
+            negative_slope=config["leaky_relu_slope"],
+        )
+        rqvae_in = d if self.rqvae_input == "graph" else features.shape[1]
+        hidden, latent = config["rqvae_hidden_size"], config["rqvae_latent_dim"]
+        self.rqvae_encoder = nn.Sequential(  # E of Eq. 6
+            nn.Linear(rqvae_in, hidden), nn.ReLU(), nn.Linear(hidden, latent)
+        )
+        self.quantizer = ResidualQuantizer(
+            n_levels=self.n_levels,
+            codebook_size=self.codebook_size,
+            dim=latent,
+            beta=config["rqvae_beta"],
+            kmeans_init=config["rqvae_kmeans_init"],
+        )
+        self.rqvae_decoder = nn.Sequential(  # D of Eq. 9
+            nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, rqvae_in)
+        )
+        self.bpr_loss = BPRLoss()
+        # Rec-ID generation (Sec. 4.3)
+        self.vocab_sizes = [self.codebook_size] * self.n_levels + [self.popularity_vocab_size]
+        self.item_embedding = nn.Embedding(self.n_items, d, padding_idx=0)  # Emb of Eq. 13
+        self.register_buffer("user_vectors", torch.zeros(self.n_users, d))  # h_u for Eq. 18
+        self.input_dropout = nn.Dropout(config["dropout_prob"])
+        self.encoder = RelationAwareEncoder(
+            n_layers=config["n_encoder_layers"],
+            d_model=d,
+            n_heads=config["n_heads"],
+            head_dim=config["head_dim"],
+            dim_feedforward=config["inner_size"],
+            dropout=config["dropout_prob"],
+            user_dim=d,
+            relation_aware=self.encoder_position == "relation",
+        )
+        if self.encoder_position == "sinusoidal":
+            self.register_buffer(
+                "positions", sinusoidal_positions(self.max_history, d), persistent=False
+            )
+        self.decoder = CachedTransformerDecoder(
+            d_model=d,
+            n_heads=config["n_heads"],
+            n_layers=config["n_decoder_layers"],
+            dim_feedforward=config["inner_size"],
+            dropout=config["dropout_prob"],
+        )
+        self.bos = nn.Parameter(torch.zeros(d))
+        self.token_embeddings = nn.ModuleList(nn.Embedding(v, d) for v in self.vocab_sizes[:-1])
+        self.heads = nn.ModuleList(nn.Linear(d, v) for v in self.vocab_sizes)
+        self.register_buffer("rec_ids", self._digit_rec_ids())  # [n_items, M], row 0 = -1
+
+        # parameters initialization
+        self.apply(xavier_normal_initialization)
+        nn.init.normal_(self.bos, std=d**-0.5)
+        with torch.no_grad():
+            self.item_embedding.weight[0].zero_()
+        self._trie = None
+        self.register_load_state_dict_post_hook(lambda module, _: module._reset_trie())
+        self.rec_id_report: dict = {}
+        self._tokenizer_steps = 0
+        self.stage = STAGES[0]
+        self.set_stage(STAGES[0])
+
+    # -- stages ------------------------------------------------------------------------------
+    def set_stage(self, stage: str) -> None:
+        """Select what ``calculate_loss`` optimises and which parameters train."""
+        if stage not in STAGES:
+            raise ValueError(f"MMGRec stage {stage!r} must be one of {list(STAGES)}.")
+        self.stage = stage
+        if stage == "tokenizer":
+            trainable = [
+                self.user_embedding,
+                self.item_cf_embedding,
+                self.feature_projection,
+                self.graph,
+                self.rqvae_encoder,
+                self.quantizer,
+                self.rqvae_decoder,
+            ]
+        else:
+            trainable = [self.encoder, self.decoder, self.token_embeddings, self.heads]
+            if self.encoder_input == "free" or self.finetune_item_embedding:
+                trainable.append(self.item_embedding)
+        self.requires_grad_(False)
+        for module in trainable:
+            module.requires_grad_(True)
+        self.bos.requires_grad_(stage == "generator")
+
+    def prepare_stage(self, stage: str, train_data=None) -> None:
+        """Before the generator trains: assign Rec-IDs with the trained tokenizer."""
+        if stage == "generator":
+            self.assign_rec_ids()
+
+    @torch.no_grad()
+    def assign_rec_ids(self) -> dict:
+        """Rec-IDs (Eq. 8, 11-12) and the generator's inputs from the trained tokenizer.
+
+        Returns (and logs) the collision report before and after the popularity token.
+        """
+        was_training = self.training
+        self.eval()
+        user_repr, item_repr = self.graph_forward()
+        x = self._rqvae_inputs(item_repr)
+        if self.rec_id_method == "rqvae":
+            codes = self.quantizer.encode(self.rqvae_encoder(x))  # Eq. 8
+        else:
+            codes = hierarchical_kmeans(x, n_levels=self.n_levels, k=self.codebook_size)
+        codes[0] = -1  # padding item
+        before = collision_report(codes, codebook_size=self.codebook_size)
+        if self.collision_token == "popularity":
+            order = self.popularity  # Eq. 11: rank by number of training interactions
+        else:
+            order = torch.rand(self.n_items, device=codes.device)  # TIGER's random token
+        rec_ids = append_collision_index(codes, order=order)  # Eq. 12
+        largest = int(rec_ids[:, -1].max())
+        if largest >= self.popularity_vocab_size:
+            raise ValueError(
+                f"{largest + 1} items share one semantic code tuple, more than "
+                f"popularity_vocab_size = {self.popularity_vocab_size} tokens: raise "
+                f"popularity_vocab_size (or codebook_size) in the MMGRec configuration."
+            )
+        after = collision_report(rec_ids)
+        self.rec_ids.copy_(rec_ids)
+        self.user_vectors.copy_(user_repr)
+        if self.encoder_input == "graph":
+            self.item_embedding.weight.copy_(item_repr)
+            self.item_embedding.weight[0].zero_()
+        self._reset_trie()
+        self.train(was_training)
+        self.rec_id_report = {"before_popularity_token": before, "after": after}
+        logger.info(
+            "MMGRec Rec-IDs: collision rate %.4f (%d items, largest group %d) before the %s "
+            "token, %.4f after; codebook usage per level %s",
+            before["collision_rate"],
+            before["n_colliding_items"],
+            before["max_items_per_code"],
+            self.collision_token,
+            after["collision_rate"],
+            [round(u, 3) for u in before["usage_per_level"]],
+        )
+        return self.rec_id_report
+
+    # -- Graph RQ-VAE (Sec. 4.2.1) -----------------------------------------------------------
+    def graph_forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h_u [n_users, D], h_i [n_items, D])`` after the graph convolution."""
+        items = torch.cat(  # Eq. 4: h_i^(0) = (f_i W) (+) h_i^c
+            [self.feature_projection(self.item_features), self.item_cf_embedding.weight], dim=1
+        )
+        nodes = torch.cat([self.user_embedding.weight, items])  # [n_users + n_items, 2D]
+        out = self.graph(self.adjacency, nodes)  # Eq. 5
+        return out[: self.n_users], out[self.n_users :]
+
+    def _rqvae_inputs(self, item_repr: torch.Tensor) -> torch.Tensor:
+        return item_repr if self.rqvae_input == "graph" else self.item_features
+
+    def _tokenizer_loss(self, interaction) -> torch.Tensor:
+        user_repr, item_repr = self.graph_forward()
+        rqvae_turn = self.rec_id_method == "rqvae" and self._tokenizer_steps % 2 == 1
+        self._tokenizer_steps += 1
+        if not rqvae_turn:  # L_bpr of Eq. 10
+            u = user_repr[interaction[self.USER_ID]]
+            pos = (u * item_repr[interaction[self.ITEM_ID]]).sum(-1)
+            neg = (u * item_repr[interaction[self.NEG_ITEM_ID]]).sum(-1)
+            return self.bpr_loss(pos, neg)
+        x = self._rqvae_inputs(item_repr.detach())[1:]  # every real item
+        quantized, _, quantizer_loss = self.quantizer(self.rqvae_encoder(x))  # Eq. 6-8
+        reconstruction = self.rqvae_decoder(quantized)  # Eq. 9 (straight-through)
+        return F.mse_loss(reconstruction, x) + quantizer_loss  # L_rqvae of Eq. 10
+
+    # -- Rec-ID generation (Sec. 4.3) --------------------------------------------------------
+    def _subsample(self, history: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Up to ``max_history`` items of each row: the smallest keys (invalid items key > 1)."""
+        k = min(self.max_history, history.shape[1])
+        chosen, index = keys.topk(k, dim=1, largest=False)
+        return history.gather(1, index).masked_fill(chosen > 1, 0)
+
+    def _encode(self, user, history):
+        """Encoder output ``[B, N, D]`` and padding mask ``[B, N]`` for item sets ``[B, N]``."""
+        x = self.item_embedding(history)  # Eq. 13
+        if self.encoder_position == "sinusoidal":
+            x = x + self.positions[: x.shape[1]]
+        padding = history == 0
+        return self.encoder(self.input_dropout(x), self.user_vectors[user], padding), padding
+
+    def _decoder_inputs(self, target: torch.Tensor) -> torch.Tensor:
+        """``[B, M]`` Rec-IDs -> ``[B, M, D]``: BOS, then the embeddings of tokens 1..M-1."""
+        bos = self.bos.expand(target.shape[0], 1, -1)
+        tokens = [emb(target[:, level]) for level, emb in enumerate(self.token_embeddings)]
+        return torch.cat([bos, torch.stack(tokens, dim=1)], dim=1)
+
+    def _token_log_probs(self, user, history, item) -> torch.Tensor:
+        """Teacher-forced ``log p(c_l | c_<l, items)`` of each Rec-ID token, ``[B, M]``."""
+        memory, padding = self._encode(user, history)
+        target = self.rec_ids[item].clamp_min(0)  # [B, M]
+        out = self.decoder(self._decoder_inputs(target), memory, padding)  # [B, M, D]
+        return torch.stack(
+            [
+                torch.log_softmax(head(out[:, level]), -1).gather(1, target[:, level : level + 1])[
+                    :, 0
+                ]
+                for level, head in enumerate(self.heads)
+            ],
+            dim=1,
+        )
+
+    def calculate_loss(self, interaction):
+        if self.stage == "tokenizer":
+            return self._tokenizer_loss(interaction)
+        user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        history = self.train_history[user]  # [B, H]
+        # Sec. 4.4: the target is excluded from the encoder input; a fresh sample when longer.
+        invalid = (history == 0) | (history == item.unsqueeze(1))
+        keys = torch.rand(history.shape, device=history.device).masked_fill(invalid, 2.0)
+        log_probs = self._token_log_probs(user, self._subsample(history, keys), item)
+        return -log_probs.mean()  # cross-entropy over the Rec-ID tokens
+
+    def predict(self, interaction):
+        """Log-probability of the item's whole Rec-ID given the user's items, ``[B]``."""
+        user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
+        return self._token_log_probs(user, self.eval_history[user], item).sum(1)
+
+    def _reset_trie(self) -> None:
+        self._trie = None
+
+    def trie(self) -> SemanticIdTrie:
+        """The trie of the current Rec-IDs (built on first use after every change)."""
+        if self._trie is None:
+            self._trie = SemanticIdTrie(self.rec_ids, vocab_sizes=self.vocab_sizes)
+        return self._trie
+
+    def _step(self, tokens: torch.Tensor, cache: dict):
+        """One decoding step for beam search: ``[B', l]`` tokens -> ``[B', V_l]`` log-probs."""
+        level = tokens.shape[1]
+        if level == 0:
+            x = self.bos.expand(tokens.shape[0], 1, -1)
+        else:
+            x = self.token_embeddings[level - 1](tokens[:, -1]).unsqueeze(1)
+        out, cache = self.decoder.step(x, cache)  # [B', 1, D], cached keys/values
+        return torch.log_softmax(self.heads[level](out[:, 0]), dim=-1), cache
+
+    def generate(self, user: torch.Tensor, *, beam_size: int | None = None):
+        """Top ``beam_size`` items per user by constrained beam search: ``(items, scores)``.
+
+        The user's training items are excluded in the trie (``exclude_history``); ``-1`` /
+        ``-inf`` mark beams left without a valid continuation.
+        """
+        memory, padding = self._encode(user, self.eval_history[user])
+        excluded = None
+        if self.exclude_history:
+            excluded = torch.zeros(
+                user.shape[0], self.n_items, dtype=torch.bool, device=memory.device
+            )
+            excluded.scatter_(1, self.train_history[user], True)
+        return constrained_beam_search(
+            self._step,
+            self.trie(),
+            batch_size=user.shape[0],
+            beam_size=beam_size or self.beam_size,
+            excluded=excluded,
+            state=self.decoder.start(memory, padding),
+            reorder=self.decoder.reorder,
+            device=memory.device,
+        )
+
+    def full_sort_predict(self, interaction):
+        items, scores = self.generate(interaction[self.USER_ID])
+        return beam_scores_to_matrix(items, scores, n_items=self.n_items)  # [B, n_items]
+
+    def _digit_rec_ids(self) -> torch.Tensor:
+        """Placeholder Rec-IDs before the tokenizer runs: base-L digits of the item id."""
+        item = torch.arange(self.n_items) - 1
+        digits = [
+            (item // self.codebook_size**p) % self.codebook_size for p in range(self.n_levels)
+        ]
+        codes = torch.stack(digits[::-1], dim=1)
+        codes[0] = -1
+        return append_collision_index(codes)

@@ -1,0 +1,229 @@
+"""MMGRec on the tiny dataset: stages, Rec-ID assignment, inference against teacher forcing,
+configuration errors, and the ablation switches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY, tiny_config
+from recbole.utils import init_seed
+
+from recbole_mm.config import Config
+from recbole_mm.model.general_recommender.mmgrec import (
+    MMGRec,
+    hierarchical_kmeans,
+    mean_adjacency,
+)
+from recbole_mm.utils import create_dataset, data_preparation
+
+TINY_MMGREC = {
+    "codebook_size": 4,
+    "n_semantic_levels": 2,
+    "popularity_vocab_size": 32,
+    "rqvae_latent_dim": 4,
+    "rqvae_hidden_size": 8,
+    "n_heads": 2,
+    "inner_size": 16,
+    "max_history": 6,
+    "dropout_prob": 0.0,
+}
+
+
+def _data(tiny_root, **overrides):
+    config = Config(
+        model="MMGRec",
+        dataset=TINY,
+        config_dict=tiny_config(tiny_root, **{**TINY_MMGREC, **overrides}),
+    )
+    train, valid, test = data_preparation(config, create_dataset(config))
+    return config, train, test
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_root):
+    return _data(tiny_root)
+
+
+def _model(config, train, seed=0):
+    init_seed(seed, True)
+    return MMGRec(config, train._dataset)
+
+
+def _trained_tokenizer(config, train, steps=6):
+    """A model whose tokenizer took a few alternating steps, then assigned Rec-IDs."""
+    model = _model(config, train)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
+    batches = iter(train)
+    for _ in range(steps):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            batches = iter(train)
+            batch = next(batches)
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        optimizer.step()
+    model.prepare_stage("generator", train)
+    model.set_stage("generator")
+    return model
+
+
+def test_mean_adjacency_averages_neighbours():
+    adj = mean_adjacency(
+        torch.tensor([1, 1, 2, 1]), torch.tensor([1, 2, 2, 2]), n_users=3, n_items=3
+    ).to_dense()
+    # user 1 -> items 1, 2 (repeat counted once); item 2 <- users 1, 2
+    assert adj[1, 3 + 1] == adj[1, 3 + 2] == 0.5
+    assert adj[3 + 2, 1] == adj[3 + 2, 2] == 0.5
+    torch.testing.assert_close(adj.sum(1)[[1, 2, 4, 5]], torch.ones(4))
+    assert not adj[0].any()
+
+
+def test_tokenizer_alternates_bpr_and_rqvae(tiny):
+    config, train, _ = tiny
+    model = _model(config, train)
+    batch = next(iter(train))
+    model.calculate_loss(batch).backward()  # BPR: graph parameters only
+    assert model.graph.self_weights[0].weight.grad is not None
+    assert model.quantizer.codebooks.grad is None
+    model.zero_grad(set_to_none=True)
+    model.calculate_loss(batch).backward()  # RQ-VAE: on detached item representations
+    assert model.quantizer.codebooks.grad is not None
+    assert model.graph.self_weights[0].weight.grad is None
+    assert bool(model.quantizer.initialised)  # k-means initialisation on the first RQ-VAE batch
+
+
+def test_stages_switch_trainable_parameters(tiny):
+    config, train, _ = tiny
+    model = _model(config, train)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "quantizer.codebooks" in trainable and not any(
+        n.startswith("encoder") for n in trainable
+    )
+    model.set_stage("generator")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "bos" in trainable and any(n.startswith("decoder") for n in trainable)
+    assert "quantizer.codebooks" not in trainable and "item_embedding.weight" not in trainable
+    with pytest.raises(ValueError, match="stage 'nope'"):
+        model.set_stage("nope")
+
+
+def test_rec_ids_unique_with_popularity_token(tiny):
+    config, train, _ = tiny
+    model = _trained_tokenizer(config, train)
+    rec_ids = model.rec_ids
+    assert (rec_ids[0] == -1).all() and (rec_ids[1:] >= 0).all()
+    assert torch.unique(rec_ids[1:], dim=0).shape[0] == model.n_items - 1
+    report = model.rec_id_report
+    assert report["after"]["collision_rate"] == 0.0
+    assert len(report["before_popularity_token"]["usage_per_level"]) == 2
+    # Within a colliding group the popularity token ranks items by training interactions.
+    codes = rec_ids[1:, :-1]
+    pop = model.popularity[1:]
+    for group in torch.unique(codes, dim=0):
+        members = (codes == group).all(1).nonzero().squeeze(1)
+        ranked = members[rec_ids[1:][members, -1].argsort()]
+        assert (pop[ranked][:-1] >= pop[ranked][1:]).all()
+    # The encoder input and user vectors now come from the graph.
+    user_repr, item_repr = model.graph_forward()
+    torch.testing.assert_close(model.item_embedding.weight[1:], item_repr[1:])
+    torch.testing.assert_close(model.user_vectors, user_repr)
+
+
+def test_generator_loss_excludes_target_from_input(tiny, monkeypatch):
+    config, train, _ = tiny
+    model = _trained_tokenizer(config, train)
+    batch = next(iter(train))
+    seen = {}
+
+    def spy(user, history, item):
+        seen["history"], seen["item"] = history, item
+        return torch.zeros(len(user), 3, requires_grad=True)
+
+    monkeypatch.setattr(model, "_token_log_probs", spy)
+    model.calculate_loss(batch)
+    assert not (seen["history"] == seen["item"].unsqueeze(1)).any()
+    assert seen["history"].shape[1] <= config["max_history"]
+
+
+def test_beam_search_matches_teacher_forcing_and_excludes_training_items(tiny):
+    config, train, test = tiny
+    model = _trained_tokenizer(config, train).eval()
+    user = next(iter(test))[0][model.USER_ID]
+    n_real = model.n_items - 1
+    with torch.no_grad():
+        items, scores = model.generate(user, beam_size=n_real + 3)  # more beams than items
+        history = model.train_history[user]
+        for b in range(len(user)):
+            found = items[b][items[b] >= 0]
+            allowed = set(range(1, model.n_items)) - set(history[b].tolist())
+            assert set(found.tolist()) == allowed  # exhaustive: every allowed item, once
+            assert (scores[b][items[b] < 0] == float("-inf")).all()
+            # Beam scores equal the teacher-forced sequence log-probabilities (cached path).
+            inter = {model.USER_ID: user[b].repeat(len(found)), model.ITEM_ID: found}
+            torch.testing.assert_close(
+                scores[b][: len(found)], model.predict(inter), rtol=1e-4, atol=1e-4
+            )
+        matrix = model.full_sort_predict({model.USER_ID: user})
+    assert matrix.shape == (len(user), model.n_items)
+    assert (matrix.isfinite().sum(1) == config["topk"][0]).all()
+    assert not matrix.gather(1, model.train_history[user]).isfinite().any()
+
+
+def test_hierarchical_kmeans_codes_split_clusters():
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(10, 2, generator=g) * 0.01, torch.randn(10, 2, generator=g) + 5])
+    torch.manual_seed(0)
+    codes = hierarchical_kmeans(x, n_levels=2, k=2)
+    assert codes.shape == (20, 2)
+    assert len(set(codes[:10, 0].tolist())) == 1 and len(set(codes[10:, 0].tolist())) == 1
+    assert codes[0, 0] != codes[10, 0]
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"rqvae_input": "features", "encoder_input": "free"},
+        {"rec_id_method": "hkmeans", "collision_token": "random"},
+        {"encoder_position": "sinusoidal"},
+        {"encoder_position": "none"},
+    ],
+)
+def test_ablations_run(tiny_root, switches):
+    config, train, test = _data(tiny_root, **switches)
+    model = _trained_tokenizer(config, train, steps=2)
+    loss = model.calculate_loss(next(iter(train)))
+    loss.backward()
+    assert torch.isfinite(loss)
+    if switches.get("encoder_input") == "free":
+        assert model.item_embedding.weight.requires_grad
+    with torch.no_grad():
+        scores = model.eval().full_sort_predict(next(iter(test))[0])
+    assert scores.isfinite().any(1).all()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("beam_size", 2, "beam_size = 2"),
+        ("encoder_position", "rope", "encoder_position = 'rope'"),
+        ("codebook_size", 0, "codebook_size = 0"),
+    ],
+)
+def test_bad_config_is_refused(tiny_root, key, value, match):
+    config, train, _ = _data(tiny_root, **{key: value})
+    with pytest.raises(ValueError, match=match):
+        MMGRec(config, train._dataset)
+
+
+def test_capacity_and_collision_group_limits(tiny_root, monkeypatch):
+    config, train, _ = _data(tiny_root, popularity_vocab_size=2, codebook_size=2)
+    with pytest.raises(ValueError, match="give 8 Rec-IDs for 30 items"):
+        MMGRec(config, train._dataset)
+    config, train, _ = _data(tiny_root, popularity_vocab_size=2)
+    model = _model(config, train)
+    monkeypatch.setattr(
+        model.quantizer, "encode", lambda z: torch.zeros(len(z), 2, dtype=torch.long)
+    )
+    with pytest.raises(ValueError, match="30 items share one semantic code tuple"):
+        model.prepare_stage("generator", train)
