@@ -39,6 +39,11 @@ anomaly detection      ``recbole/model/sequential_recommender/        :func:`und
 unknown model name     RecBole's ``get_model`` imports its lightgbm  ``recbole_mm.utils.get_model``
                        wrapper while searching and reports ``No      checks the name first
                        module named 'lightgbm'``
+ray 2.6.3 without      ``tune.run`` finishes every trial, then its   :func:`patch_ray_local_
+pyarrow                ``ExperimentAnalysis`` asks pyarrow whether   experiment_analysis`
+                       the *local* results folder is a directory
+                       and raises "requires pyarrow" (pyarrow is in
+                       ``ray[tune]``, RecBole requires plain ``ray``)
 =====================  ============================================  ==========================
 
 A pin cannot fix torch: the project must run on current torch releases. RecBole's trainers all
@@ -102,3 +107,35 @@ def patch_checkpoint_loading() -> None:
     module = importlib.import_module(RECBOLE_CHECKPOINT_READER)
     if not isinstance(module.torch, _TorchWithTrustedLoad):
         module.torch = _TorchWithTrustedLoad()
+
+
+def _local_is_directory(remote_is_directory):
+    def is_directory(uri: str) -> bool:
+        import os
+
+        if "://" not in str(uri):
+            if not os.path.exists(uri):
+                raise FileNotFoundError(uri)
+            return os.path.isdir(uri)
+        return remote_is_directory(uri)
+
+    is_directory.recbole_mm = True
+    return is_directory
+
+
+def patch_ray_local_experiment_analysis() -> None:
+    """Let ray 2.6.3's ``ExperimentAnalysis`` read a local results folder without pyarrow.
+
+    Ray checks whether the experiment path is a directory through pyarrow's file systems even
+    when the path is local. Where pyarrow is installed nothing changes; without it, local paths
+    are checked with ``os.path`` and remote URIs still go to Ray (which then asks for pyarrow).
+    """
+    try:
+        import pyarrow.fs  # noqa: F401
+
+        return
+    except ImportError:
+        pass
+    module = importlib.import_module("ray.tune.analysis.experiment_analysis")
+    if not getattr(module.is_directory, "recbole_mm", False):
+        module.is_directory = _local_is_directory(module.is_directory)

@@ -113,6 +113,7 @@ def objective_function(config_dict=None, config_file_list=None, saved=True) -> d
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
+        "checkpoint": trainer.saved_model_file if saved else None,
     }
 
 

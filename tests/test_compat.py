@@ -125,3 +125,16 @@ def test_recbole_sequential_models_leave_anomaly_detection_off():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_ray_reads_a_local_results_folder_without_pyarrow(tmp_path):
+    # ray 2.6.3's ExperimentAnalysis (end of every tune.run) asks pyarrow about local folders.
+    pytest.importorskip("ray.tune")
+    from ray.tune.analysis import experiment_analysis
+
+    from recbole_mm.compat import patch_ray_local_experiment_analysis
+
+    patch_ray_local_experiment_analysis()
+    assert experiment_analysis.is_directory(str(tmp_path)) is True
+    (tmp_path / "state.json").write_text("{}")
+    assert experiment_analysis.is_directory(str(tmp_path / "state.json")) is False
