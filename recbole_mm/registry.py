@@ -38,6 +38,8 @@ def register_with_recbole() -> None:
         setattr(dataset_module, f"{name}Dataset", utils.dataset_class_for(model_class))
         if hasattr(ours, f"{name}Trainer"):
             setattr(trainer_module, f"{name}Trainer", getattr(ours, f"{name}Trainer"))
+        elif getattr(model_class, "stages", None):
+            setattr(trainer_module, f"{name}Trainer", ours.MultiStageTrainer)
 
     with warnings.catch_warnings():
         # ray 2.6.3 (imported by recbole.quick_start) warns that pkg_resources is deprecated.

@@ -105,10 +105,13 @@ def get_model(model_name: str) -> type:
 
 
 def get_trainer(model_type: ModelType, model_name: str) -> type:
-    """The trainer class for a model: ``recbole_mm.trainer.<Model>Trainer``, else RecBole's."""
+    """The trainer class for a model: ``recbole_mm.trainer.<Model>Trainer``, else
+    ``MultiStageTrainer`` for our models that declare ``stages``, else RecBole's."""
     trainers = importlib.import_module("recbole_mm.trainer")
     if hasattr(trainers, model_name + "Trainer"):
         return getattr(trainers, model_name + "Trainer")
+    if getattr(recbole_mm_models().get(model_name), "stages", None):
+        return trainers.MultiStageTrainer
     return recbole_get_trainer(model_type, model_name)
 
 
