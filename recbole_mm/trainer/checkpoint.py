@@ -179,7 +179,7 @@ def load_config(checkpoint: dict):
     for key, value in saved.items():
         if key in RUNTIME_KEYS:
             continue
-        if key == "data_path" and not (Path(value) / saved["dataset"]).is_dir():
+        if key == "data_path" and not Path(value).is_dir():
             continue  # moved to another machine: the dataset is where this Config finds it
         config[key] = value
     return config
