@@ -13,6 +13,7 @@ from recbole_mm.utils import create_dataset, data_preparation, get_model, recbol
 # Per-model settings that keep the tiny runs tiny.
 TINY_OVERRIDES: dict[str, dict] = {
     "VBPR": {},
+    "GTC": {"gtc_diffusion_steps": 10, "gtc_denoiser_hidden_size": 8},
     "IMECD": {"n_steps": 4, "n_codes": 4, "n_experts": 2, "id_n_layers": 1, "n_heads": 2},
     "MMGRec": {
         "codebook_size": 4,

@@ -1,6 +1,7 @@
 """General (user-item graph, top-K) recommenders."""
 
+from recbole_mm.model.general_recommender.gtc import GTC
 from recbole_mm.model.general_recommender.mmgrec import MMGRec
 from recbole_mm.model.general_recommender.vbpr import VBPR
 
-__all__ = ["MMGRec", "VBPR"]
+__all__ = ["GTC", "MMGRec", "VBPR"]

@@ -1,0 +1,333 @@
+"""GTC: user-aware generative total-correlation learning for multimodal recommendation.
+
+Reference:
+    GTC, "Generating user-aware content representations and maximising cross-modal total
+    correlation for multimodal recommendation" (../shared/papers/GTC.txt), Sec. 3.
+
+Parts: parallel LightGCNs over the user-item graph for the interaction modality and every
+content modality (Eq. 2); per content modality an interaction-conditioned diffusion model
+trained by noise prediction (Eq. 3-4) whose reverse process generates the user-aware content
+representations (Eq. 5); a contrastive lower bound of the total correlation of the interaction
+and generated content representations (Eq. 6-9); similarity-gated fusion with a residual
+(Eq. 10); BPR + w1 L_GEN + w2 L_CON + L2 (Eq. 11-12). docs/models/GTC.md explains every choice.
+
+Deviations:
+    - Content modalities: any number ``M >= 0`` named by ``gtc_modalities`` (default: all the
+      dataset has). The paper's two (visual, textual) give three views; with one content
+      modality the TC bound is InfoNCE's bound on I(S; C) and C_f = C; with three, h is the
+      4-way multilinear product and C_f the product of the three; with none, GTC is LightGCN.
+    - Generation starts from the forward chain's terminal state ``C_T = q(C_T | C_0)`` (Eq. 3
+      at t = T), not from an independent N(0, I) (``gtc_sample_start: noise`` does that): Sec.
+      4.7 explains the effect of T by how much content survives the noising, which holds only
+      if the reverse process starts from the noised content; for T = 500 the two differ by
+      sqrt(abar_T) = 0.08 of C_0.
+    - Sampling: training generates the batch's content representations with a short
+      deterministic DDIM chain (``gtc_train_sample_steps``) that gradients run through;
+      evaluation uses the same sampler by default (``gtc_eval_sampler: ddim``) so that the model
+      is scored as it was trained; ``ddpm`` runs the paper's full T-step Eq. 5. Evaluation
+      representations are computed in eval mode, once per evaluation pass, from a generator
+      seeded with ``seed``, never from a training batch.
+    - L_GEN (Eq. 4) is a mean over elements (not a sum over dimensions), summed over
+      modalities, on the batch's users and items; its target C_0 is detached so that the loss
+      cannot be lowered by shrinking the content embeddings.
+    - Eq. 10's softmax over a single similarity is identically 1; we read it as a two-way
+      softmax between using C_f and not (a sigmoid gate per node, learnable temperature), which
+      depends on the node only, not on the batch.
+    - L_CON (Eq. 9) sums the anchors' losses over the batch's distinct positive items; the L2
+      term regularises the batch's ID embeddings (RecBole's LightGCN convention).
+"""
+
+from __future__ import annotations
+
+import math
+from logging import getLogger
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import GeneralRecommender
+from recbole.model.init import xavier_normal_initialization
+from recbole.model.loss import BPRLoss, EmbLoss
+from recbole.utils import InputType
+from torch import nn
+
+from recbole_mm.model.layers.diffusion import (
+    MLPUNetDenoiser,
+    NoiseSchedule,
+    ddim_sample,
+    ddpm_sample,
+)
+from recbole_mm.model.layers.graph import LightGCNPropagation, normalized_adjacency
+from recbole_mm.model.layers.total_correlation import (
+    pairwise_contrastive_loss,
+    total_correlation_loss,
+)
+
+CHOICES = {
+    "gtc_eval_sampler": ("ddim", "ddpm"),
+    "gtc_alignment": ("tc", "pairwise", "none"),
+    "gtc_fusion": ("gate", "concat"),
+    "gtc_sample_start": ("content", "noise"),
+}
+
+
+def modality_balance_score(fused: torch.Tensor, views: list[torch.Tensor]) -> float:
+    """Sec. 4.5: mean over rows of ``1 - (max_m cos(fused, E_m) - min_m cos(fused, E_m))``."""
+    sims = torch.stack([F.cosine_similarity(fused, v, dim=-1) for v in views], dim=-1)  # [N, M]
+    return float((1 - (sims.max(-1).values - sims.min(-1).values)).mean())
+
+
+class GTC(GeneralRecommender):
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        # load parameters
+        self.embedding_size = config["embedding_size"]
+        self.reg_weight = config["reg_weight"]
+        self.gen_weight = config["gtc_gen_weight"]  # w1
+        self.tc_weight = config["gtc_tc_weight"]  # w2
+        self.denoise = config["gtc_denoise"]
+        self.alignment = config["gtc_alignment"]
+        self.fusion = config["gtc_fusion"]
+        self.sample_start = config["gtc_sample_start"]
+        self.eval_sampler = config["gtc_eval_sampler"]
+        self.train_steps = config["gtc_train_sample_steps"]
+        self.eval_steps = config["gtc_eval_sample_steps"] or self.train_steps
+        self.tc_temperature = config["gtc_tc_temperature"]
+        self.tc_normalize = config["gtc_tc_normalize"]
+        self.seed = config["seed"]
+        n_steps = config["gtc_diffusion_steps"]
+        self._validate(config, n_steps)
+        self.modalities = self._modalities(config, dataset)
+        self.logger = getLogger()
+
+        # define layers
+        inter = dataset.inter_feat
+        self.register_buffer(
+            "adjacency",
+            normalized_adjacency(
+                inter[self.USER_ID], inter[self.ITEM_ID], n_users=self.n_users, n_items=self.n_items
+            ),
+            persistent=False,
+        )
+        self.propagation = LightGCNPropagation(n_layers=config["n_layers"])
+        self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)  # r_u
+        self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)  # r_e
+        self.projections = nn.ModuleDict()
+        for index, name in enumerate(self.modalities):
+            features = dataset.modality_features(name)
+            self.register_buffer(f"features_{index}", features, persistent=False)
+            self.projections[name] = nn.Linear(features.shape[1], self.embedding_size)
+        self.schedule = NoiseSchedule(
+            n_steps=n_steps, beta_start=config["gtc_beta_start"], beta_end=config["gtc_beta_end"]
+        )
+        self.denoisers = nn.ModuleDict(
+            {
+                name: MLPUNetDenoiser(
+                    dim=self.embedding_size,
+                    cond_dim=self.embedding_size,
+                    hidden_size=config["gtc_denoiser_hidden_size"],
+                )
+                for name in (self.modalities if self.denoise else ())
+            }
+        )
+        # Eq. 10: learnable temperature tau, stored as log(tau) to stay positive.
+        self.log_fusion_temperature = nn.Parameter(
+            torch.tensor(math.log(config["gtc_fusion_temperature"]))
+        )
+        self.bpr_loss = BPRLoss()
+        self.reg_loss = EmbLoss(norm=2)
+        self._eval_cache: torch.Tensor | None = None
+        self.balance_scores: list[float] = []
+
+        # parameters initialization
+        self.apply(xavier_normal_initialization)
+
+    # -- configuration --------------------------------------------------------------------
+    def _validate(self, config, n_steps) -> None:
+        for key, allowed in CHOICES.items():
+            if config[key] not in allowed:
+                raise ValueError(
+                    f"{key} = {config[key]!r} is not one of {allowed}; set one of them."
+                )
+        if not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(
+                f"gtc_diffusion_steps = {n_steps!r}: the number of diffusion steps T must be an "
+                f"integer >= 1 (the paper uses 100-1000)."
+            )
+        for key in ("gtc_train_sample_steps", "gtc_eval_sample_steps"):
+            steps = config[key]
+            if key == "gtc_eval_sample_steps" and steps is None:
+                continue
+            if not isinstance(steps, int) or not 1 <= steps <= n_steps:
+                raise ValueError(
+                    f"{key} = {steps!r} must be an integer in [1, gtc_diffusion_steps = {n_steps}]."
+                )
+
+    def _modalities(self, config, dataset) -> list[str]:
+        requested = config["gtc_modalities"]
+        if requested is None:
+            return list(dataset.modalities)
+        requested = [requested] if isinstance(requested, str) else list(requested)
+        for name in requested:
+            if name not in dataset.modalities:
+                raise ValueError(
+                    f"gtc_modalities = {requested} names '{name}', which dataset "
+                    f"'{config['dataset']}' lacks (it has {list(dataset.modalities)}); choose "
+                    f"among those, or ~ for all."
+                )
+            declared = (config["modalities"] or {}).get(name) or {}
+            width = dataset.modality_features(name).shape[1]
+            if declared.get("dim") not in (None, width):
+                raise ValueError(
+                    f"modalities.{name}.dim = {declared['dim']} but the '{name}' features of "
+                    f"dataset '{config['dataset']}' are {width}-dimensional; fix the declaration."
+                )
+        return requested
+
+    # -- representations ------------------------------------------------------------------
+    def _encode(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Eq. 2: ``S`` and the content embeddings ``C_0`` of every node, ``[n_users + n_items, d]``.
+
+        The parallel LightGCNs are linear and column-wise, so they run as one propagation of
+        the side-by-side inputs ``[R_E | R_V | R_T]``.
+        """
+        users = self.user_embedding.weight
+        inputs = [torch.cat([users, self.item_embedding.weight])]
+        for index, name in enumerate(self.modalities):
+            items = self.projections[name](getattr(self, f"features_{index}"))  # [n_items, d]
+            # Users have no content: their input row in every modality is r_u (Sec. 3.2).
+            inputs.append(torch.cat([users, items]))
+        outputs = self.propagation(self.adjacency, torch.cat(inputs, dim=1))  # [N, (1 + M) d]
+        s, *contents = outputs.split(self.embedding_size, dim=1)
+        return s, contents
+
+    def _generate(self, name, s, c0, *, sampler, n_steps, generator=None) -> torch.Tensor:
+        """Eq. 5: user-aware content ``C_bar_0`` by the reverse process conditioned on ``S``."""
+        noise = torch.randn(c0.shape, generator=generator, device=c0.device, dtype=c0.dtype)
+        if self.sample_start == "content":
+            last = torch.full((c0.shape[0],), self.schedule.n_steps - 1, device=c0.device)
+            x_t = self.schedule.q_sample(c0, last, noise)  # Eq. 3 at t = T
+        else:
+            x_t = noise
+        denoiser = self.denoisers[name]
+
+        def denoise(x, t):
+            return denoiser(x, t, s)
+
+        if sampler == "ddpm":
+            return ddpm_sample(denoise, self.schedule, x_t, generator=generator)
+        return ddim_sample(denoise, self.schedule, x_t, n_steps=n_steps, generator=generator)
+
+    def _fuse(self, s, contents) -> torch.Tensor:
+        """Eq. 10 (``gtc_fusion: gate``) or concatenation (the ablations' 'Base')."""
+        if not contents:
+            return s
+        if self.fusion == "concat":
+            return torch.cat([s, *contents], dim=-1)
+        fused = contents[0]
+        for content in contents[1:]:
+            fused = fused * content  # C_f = V_bar * T_bar
+        cosine = F.cosine_similarity(s, fused, dim=-1)  # [N]
+        alpha = torch.sigmoid(cosine / self.log_fusion_temperature.exp())  # softmax over {C_f, 0}
+        return s + alpha[:, None] * fused  # S_bar = S + S_f
+
+    def _content_views(self, s, contents, *, sampler, n_steps, generator=None):
+        if not self.denoise:
+            return contents
+        return [
+            self._generate(name, s, c0, sampler=sampler, n_steps=n_steps, generator=generator)
+            for name, c0 in zip(self.modalities, contents)
+        ]
+
+    def forward(self):
+        """Fused representations of every node for evaluation, ``[n_users + n_items, D]``."""
+        s, contents = self._encode()
+        generator = torch.Generator(device=s.device).manual_seed(self.seed)
+        views = self._content_views(
+            s, contents, sampler=self.eval_sampler, n_steps=self.eval_steps, generator=generator
+        )
+        fused = self._fuse(s, views)
+        if views and self.fusion == "gate":
+            users = slice(0, self.n_users)
+            score = modality_balance_score(fused[users], [s[users], *(v[users] for v in views)])
+            self.balance_scores.append(score)
+            self.logger.info(f"GTC modality balance score (Sec. 4.5, all users): {score:.4f}")
+        return fused
+
+    def _representations(self) -> torch.Tensor:
+        if self.training:
+            return self.forward()
+        if self._eval_cache is None:
+            with torch.no_grad():
+                self._eval_cache = self.forward()
+        return self._eval_cache
+
+    def train(self, mode: bool = True):
+        # Every switch (a training epoch, a new evaluation pass) drops the cached evaluation
+        # representations, so that they are recomputed from the current weights.
+        self._eval_cache = None
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
+        self._eval_cache = None
+        return super().load_state_dict(state_dict, strict=strict, **kwargs)
+
+    # -- losses ---------------------------------------------------------------------------
+    def calculate_loss(self, interaction):
+        user = interaction[self.USER_ID]
+        pos_item = interaction[self.ITEM_ID]
+        neg_item = interaction[self.NEG_ITEM_ID]
+        s, contents = self._encode()
+        # Only the batch's nodes are denoised, generated and fused.
+        nodes, inverse = torch.unique(
+            torch.cat([user, pos_item + self.n_users, neg_item + self.n_users]), return_inverse=True
+        )
+        u_idx, pos_idx, neg_idx = inverse.split(user.shape[0])
+        s_b, contents_b = s[nodes], [c[nodes] for c in contents]
+
+        gen_loss = s.new_zeros(())
+        if self.denoise:
+            for name, c0 in zip(self.modalities, contents_b):
+                t = self.schedule.sample_timesteps(c0.shape[0])
+                eps = torch.randn_like(c0)
+                c_t = self.schedule.q_sample(c0.detach(), t, eps)  # Eq. 3
+                gen_loss = gen_loss + F.mse_loss(self.denoisers[name](c_t, t, s_b), eps)  # Eq. 4
+        views = self._content_views(s_b, contents_b, sampler="ddim", n_steps=self.train_steps)
+        fused = self._fuse(s_b, views)
+
+        u, pos, neg = fused[u_idx], fused[pos_idx], fused[neg_idx]
+        bpr = self.bpr_loss((u * pos).sum(-1), (u * neg).sum(-1))  # Eq. 11
+        con_loss = s.new_zeros(())
+        if views and self.alignment != "none":
+            items = torch.unique(pos_idx)  # distinct positive items of the batch
+            if items.shape[0] > 1:
+                batch_views = [s_b[items], *(v[items] for v in views)]
+                if self.alignment == "tc":
+                    con_loss = total_correlation_loss(  # Eq. 7-9
+                        batch_views, temperature=self.tc_temperature, normalize=self.tc_normalize
+                    )
+                else:
+                    con_loss = pairwise_contrastive_loss(
+                        batch_views, temperature=self.tc_temperature, normalize=self.tc_normalize
+                    )
+        reg = self.reg_loss(
+            self.user_embedding(user),
+            self.item_embedding(pos_item),
+            self.item_embedding(neg_item),
+            require_pow=True,
+        ).squeeze(0)  # RecBole's EmbLoss returns shape [1]
+        # Eq. 12: L_BPR + w1 L_GEN + w2 L_CON + L2
+        return bpr + self.gen_weight * gen_loss + self.tc_weight * con_loss + self.reg_weight * reg
+
+    # -- scoring --------------------------------------------------------------------------
+    def predict(self, interaction):
+        fused = self._representations()
+        user = fused[interaction[self.USER_ID]]
+        item = fused[interaction[self.ITEM_ID] + self.n_users]
+        return (user * item).sum(-1)
+
+    def full_sort_predict(self, interaction):
+        fused = self._representations()
+        user = fused[interaction[self.USER_ID]]  # [B, D]
+        return user @ fused[self.n_users :].T  # [B, n_items]

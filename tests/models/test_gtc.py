@@ -1,0 +1,186 @@
+"""GTC on the tiny dataset: trained parts, evaluation representations, modality counts,
+ablation switches, configuration errors, and an end-to-end run with checkpoint reload."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, tiny_config, write_tiny_dataset
+from recbole.utils import init_seed
+
+from recbole_mm.config import Config
+from recbole_mm.data.features import save_modality
+from recbole_mm.model.general_recommender.gtc import GTC
+from recbole_mm.utils import create_dataset, data_preparation
+
+TINY_GTC = {"gtc_diffusion_steps": 10, "gtc_denoiser_hidden_size": 8, "train_batch_size": 128}
+
+ABLATIONS = {
+    "base": {"gtc_denoise": False, "gtc_alignment": "none", "gtc_fusion": "concat"},
+    "base_dn": {"gtc_alignment": "none", "gtc_fusion": "concat"},
+    "base_tc": {"gtc_denoise": False, "gtc_fusion": "concat"},
+    "wo_tc": {"gtc_alignment": "pairwise"},
+    "inter_only": {"gtc_modalities": []},
+    "wo_image": {"gtc_modalities": ["text"], "gtc_alignment": "pairwise"},
+    "ddpm_eval": {"gtc_eval_sampler": "ddpm"},
+    "noise_start": {"gtc_sample_start": "noise", "gtc_train_sample_steps": 2},
+}
+
+
+def _data(root, name=TINY, **overrides):
+    config = Config(
+        model="GTC", dataset=name, config_dict=tiny_config(root, **{**TINY_GTC, **overrides})
+    )
+    train, _, test = data_preparation(config, create_dataset(config))
+    return config, train, test
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_root):
+    return _data(tiny_root)
+
+
+def _model(config, train, seed=0):
+    init_seed(seed, True)
+    return GTC(config, train._dataset)
+
+
+def _step(model, train, lr=0.05):
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer.zero_grad()
+    model.calculate_loss(next(iter(train))).backward()
+    optimizer.step()
+
+
+def test_denoisers_are_trained_and_saved(tiny):
+    config, train, _ = tiny
+    model = _model(config, train)
+    names = {n for n, _ in model.named_parameters()}
+    assert set(model.modalities) == {"text", "image"}
+    for modality in model.modalities:
+        params = [n for n in names if n.startswith(f"denoisers.{modality}.")]
+        assert params, modality
+        assert all(n in model.state_dict() for n in params)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _step(model, train)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert any(n.startswith("denoisers.text.") for n in changed)
+    assert any(n.startswith("projections.image.") for n in changed)
+    assert "log_fusion_temperature" in changed
+    # The schedule is rebuilt from the configuration, never read from a checkpoint.
+    assert not any(k.startswith("schedule.") for k in model.state_dict())
+
+
+def test_evaluation_is_seeded_cached_and_recomputed_after_training(tiny):
+    config, train, test = tiny
+    interaction = next(iter(test))[0]
+    model = _model(config, train).eval()
+    with torch.no_grad():
+        first = model.full_sort_predict(interaction)
+        assert model._eval_cache is not None
+        assert torch.equal(model.full_sort_predict(interaction), first)
+        model.eval()  # a new evaluation pass recomputes, with the same seeded noise
+        assert model._eval_cache is None
+        assert torch.equal(model.full_sort_predict(interaction), first)
+    _step(model, train)
+    model.eval()
+    with torch.no_grad():
+        after = model.full_sort_predict(interaction)
+    assert not torch.allclose(after, first)
+    # A model with another training history but the same weights scores identically.
+    other = _model(config, train, seed=5)
+    other.eval()
+    with torch.no_grad():
+        other.full_sort_predict(interaction)  # fills a cache that loading must drop
+    other.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert torch.equal(other.full_sort_predict(interaction), after)
+    assert len(model.balance_scores) >= 1 and 0.0 <= model.balance_scores[-1] <= 1.0
+
+
+def test_ddpm_and_ddim_eval_samplers_differ_but_are_each_deterministic(tiny_root, tiny):
+    config, train, test = tiny
+    interaction = next(iter(test))[0]
+    ddim = _model(config, train).eval()
+    ddpm_config, _, _ = _data(tiny_root, gtc_eval_sampler="ddpm")
+    ddpm = _model(ddpm_config, train).eval()
+    with torch.no_grad():
+        a = ddpm.full_sort_predict(interaction)
+        ddpm.eval()
+        assert torch.equal(ddpm.full_sort_predict(interaction), a)
+        assert not torch.allclose(a, ddim.full_sort_predict(interaction))
+
+
+@pytest.mark.parametrize("variant", sorted(ABLATIONS))
+def test_ablation_switches_train_and_score(tiny_root, variant):
+    config, train, test = _data(tiny_root, **ABLATIONS[variant])
+    model = _model(config, train)
+    loss = model.calculate_loss(next(iter(train)))
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    model.eval()
+    with torch.no_grad():
+        scores = model.full_sort_predict(next(iter(test))[0])
+    assert torch.isfinite(scores).all()
+    if variant == "inter_only":
+        assert not model.denoisers and not model.projections
+    if variant.startswith("base"):
+        width = model._representations().shape[1]
+        assert width == config["embedding_size"] * 3  # concatenation of S, V, T
+
+
+def test_three_content_modalities(tmp_path):
+    write_tiny_dataset(tmp_path / "tiny3", name="tiny3")
+    rng = np.random.default_rng(3)
+    save_modality(
+        tmp_path / "tiny3",
+        "tiny3",
+        "audio",
+        tokens=[f"i{i}" for i in range(1, 31)],
+        features=rng.normal(size=(30, 5)).astype(np.float32),
+    )
+    mods = {"text": {"dim": 8}, "image": {"dim": 6}, "audio": {"dim": 5}}
+    config, train, _ = _data(tmp_path, name="tiny3", modalities=mods)
+    model = _model(config, train)
+    assert model.modalities == ["text", "image", "audio"]
+    loss = model.calculate_loss(next(iter(train)))
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert model.denoisers["audio"].out.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"gtc_eval_sampler": "euler"}, "gtc_eval_sampler = 'euler'"),
+        ({"gtc_diffusion_steps": 0}, "gtc_diffusion_steps = 0"),
+        ({"gtc_train_sample_steps": 11}, "gtc_train_sample_steps = 11"),
+        ({"gtc_alignment": "clip"}, "gtc_alignment = 'clip'"),
+        ({"gtc_modalities": ["audio"]}, "gtc_modalities = \\['audio'\\] names 'audio'"),
+    ],
+)
+def test_bad_configuration_names_key_and_value(tiny, tiny_root, overrides, message):
+    config, train, _ = _data(tiny_root, **overrides)
+    with pytest.raises(ValueError, match=message):
+        GTC(config, train._dataset)
+
+
+def test_wrong_feature_dimension_names_the_key(tiny_root):
+    with pytest.raises(ValueError, match=r"modalities.text.dim = 9"):
+        _data(tiny_root, modalities={"text": {"dim": 9}, "image": {"dim": 6}})
+
+
+@pytest.mark.slow
+def test_end_to_end_reloads_best_checkpoint_with_same_test_metrics(tiny_root, run_in_tmp):
+    from recbole_mm.quick_start import load_data_and_model, run_recbole_mm
+
+    settings = tiny_config(tiny_root, **TINY_GTC, epochs=2, eval_step=1)
+    result = run_recbole_mm(model="GTC", dataset=TINY, config_dict=settings, saved=True)
+    assert result["checkpoint"] and result["test_result"]
+    config, model, _, _, _, test = load_data_and_model(result["checkpoint"])
+    from recbole.trainer import Trainer
+
+    reloaded = Trainer(config, model).evaluate(test, load_best_model=False)
+    assert dict(reloaded) == pytest.approx(dict(result["test_result"]))
