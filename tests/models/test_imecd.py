@@ -1,0 +1,160 @@
+"""IMECD: the reverse process against a float64 reference, seeded evaluation, modality roles,
+ablation switches, and a whole run that saves and reloads the best checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import TINY, tiny_config
+from recbole.utils import init_seed
+
+from recbole_mm.config import Config
+from recbole_mm.utils import create_dataset, data_preparation
+
+SMALL = {"n_steps": 5, "n_codes": 4, "n_experts": 2, "id_n_layers": 1, "n_heads": 2}
+
+
+def _config(root, **overrides):
+    return Config(
+        model="IMECD", dataset=TINY, config_dict=tiny_config(root, **{**SMALL, **overrides})
+    )
+
+
+@pytest.fixture(scope="module")
+def data(tiny_root):
+    config = _config(tiny_root)
+    dataset = create_dataset(config)
+    train, _, test = data_preparation(config, dataset)
+    return config, train, test
+
+
+def _model(config, train, seed=0):
+    """A model for ``config`` (any variant of the tiny one) on the tiny dataset's items."""
+    from recbole_mm.model.sequential_recommender import IMECD
+
+    init_seed(seed, True)
+    return IMECD(config, train._dataset)
+
+
+def _reference_betas(n_steps: int) -> torch.Tensor:
+    # DiffuRec's truncated linear schedule, written out here in float64.
+    scale = 1000.0 / n_steps
+    return torch.linspace(scale * 1e-4 + 0.01, scale * 0.02 + 0.01, n_steps, dtype=torch.float64)
+
+
+def test_reverse_process_matches_a_float64_reference(data, tiny_root):
+    # 24 steps: the truncated schedule's last beta stays below 1 for T > 20.
+    config = _config(tiny_root, n_steps=24)
+    _, train, test = data
+    model = _model(config, train)
+    model.train()
+    model.calculate_loss(next(iter(train)))  # initialise the codebooks
+    model.eval()
+    interaction = next(iter(test))[0]
+    with torch.no_grad():
+        reps = model.item_representations()
+        generated = model.generate(interaction, reps)
+        conds, attn_mask = model.forward(
+            interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], reps
+        )
+
+    betas = _reference_betas(config["n_steps"])
+    alphas = 1 - betas
+    abar = torch.cumprod(alphas, 0)
+    abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
+    generator = torch.Generator().manual_seed(config["seed"])  # same draws, same order
+    for m in model.branches:
+        n, d = conds[m].shape[0], model.hidden_size
+        x = torch.randn(n, d, generator=generator).double()  # x_T
+        for step in reversed(range(config["n_steps"])):
+            t = torch.full((n,), step, dtype=torch.long)
+            with torch.no_grad():
+                x0_hat = model.denoisers[m](x.float(), t, conds[m], attn_mask).double()
+            # Eq. 17 and Eq. 18; sigma is exactly 0 at the last step (abar_prev = 1).
+            mean = (abar_prev[step].sqrt() * betas[step] / (1 - abar[step])) * x0_hat + (
+                alphas[step].sqrt() * (1 - abar_prev[step]) / (1 - abar[step])
+            ) * x
+            sigma = math.sqrt((1 - abar_prev[step]) / (1 - abar[step]) * betas[step])
+            noise = torch.randn(n, d, generator=generator).double() if step > 0 else 0.0
+            x = mean + sigma * noise
+        torch.testing.assert_close(generated[m].double(), x, rtol=1e-4, atol=1e-5)
+
+
+def test_evaluation_is_seeded_and_repeatable(data):
+    config, train, test = data
+    model = _model(config, train).eval()
+    interaction = next(iter(test))[0]
+    with torch.no_grad():
+        first = model.full_sort_predict(interaction)
+        model.eval()  # a new evaluation pass starts from the same noise
+        assert torch.equal(model.full_sort_predict(interaction), first)
+        model.eval_seed += 1
+        model.eval()
+        assert not torch.equal(model.full_sort_predict(interaction), first)
+        # predict agrees with the full ranking.
+        model.eval_seed -= 1
+        model.eval()
+        items = torch.arange(len(interaction)) % model.n_items
+        interaction.update(type(interaction)({model.ITEM_ID: items}))
+        model.eval()
+        scores = model.predict(interaction)
+    torch.testing.assert_close(scores, first[torch.arange(len(items)), items])
+
+
+def test_modality_roles_and_their_errors(data, tiny_root):
+    def build(**overrides):
+        return _model(_config(tiny_root, **overrides), data[1])
+
+    assert build().branches == ("id", "text", "image")
+    # w/o Text, and a role mapped to another modality name.
+    assert build(imecd_modalities={"text": None, "image": "image"}).branches == ("id", "image")
+    swapped = build(imecd_modalities={"text": "image", "image": "text"})
+    assert swapped.text_features.shape[1] == 6 and swapped.image_features.shape[1] == 8
+    with pytest.raises(ValueError, match=r"imecd_modalities\['image'\] = 'kg'.*'text', 'image'"):
+        build(imecd_modalities={"text": "text", "image": "kg"})
+    with pytest.raises(ValueError, match="imecd_modalities = .*audio"):
+        build(imecd_modalities={"audio": "text"})
+    with pytest.raises(ValueError, match="lambda_c = -1"):
+        build(lambda_c=-1)
+
+
+def test_default_roles_follow_the_dataset(tiny_root):
+    config = _config(tiny_root, modalities={"text": {"dim": 8}})
+    from recbole_mm.model.sequential_recommender import IMECD
+
+    assert IMECD(config, create_dataset(config)).branches == ("id", "text")
+
+
+def test_ablation_switches(data, tiny_root):
+    _, train, _ = data
+    batch = next(iter(train))
+    config = _config(tiny_root, use_id_moe=False, use_vq=False, lambda_c=0.0)
+    model = _model(config, train)
+    assert not list(model.experts.parameters()) and not list(model.quantizers.parameters())
+    losses = model.calculate_loss(batch)
+    assert len(losses) == 2 and all(torch.isfinite(x) for x in losses)  # (ce, rec): no L_c
+
+    full = _model(data[0], train).train()
+    losses = full.calculate_loss(batch)
+    assert len(losses) == 3 and all(torch.isfinite(x) for x in losses)
+    assert all(bool(q.initialised) for q in full.quantizers.values())  # Eq. 10 ran
+    sum(losses).backward()
+    assert full.experts["text"].gate_proj.weight.grad.abs().sum() > 0
+    assert full.item_embedding.weight.grad.abs().sum() > 0
+
+
+def test_run_saves_and_reloads_the_best_checkpoint(tiny_root, run_in_tmp):
+    from recbole_mm.quick_start import load_data_and_model, run_recbole_mm
+    from recbole_mm.utils import get_trainer
+
+    config = {**tiny_config(tiny_root, epochs=2), **SMALL}
+    result = run_recbole_mm(model="IMECD", dataset=TINY, config_dict=config, saved=True)
+    assert set(result["test_result"]) == {"recall@5", "ndcg@5"}
+    loaded_config, model, _, _, _, test = load_data_and_model(result["checkpoint"])
+    assert type(model).__name__ == "IMECD"
+    assert all(bool(q.initialised) for q in model.quantizers.values())  # codebooks were saved
+    trainer = get_trainer(loaded_config["MODEL_TYPE"], "IMECD")(loaded_config, model)
+    again = trainer.evaluate(test, load_best_model=False, show_progress=False)
+    assert dict(again) == dict(result["test_result"])
