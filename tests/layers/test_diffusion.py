@@ -170,6 +170,19 @@ def test_mlp_unet_denoiser_shapes_and_gradients():
     assert MLPUNetDenoiser(dim=4, cond_dim=0, hidden_size=8)(x, t).shape == (5, 4)
 
 
+def test_clip_x0_bounds_the_prediction():
+    schedule = NoiseSchedule(n_steps=50)
+    x_T = 5 * torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    wild = ddim_sample(lambda x, t: -x, schedule, x_T, n_steps=1)
+    assert wild.abs().max() > 10
+    for sampler in (ddim_sample, ddpm_sample):
+        kwargs = {"n_steps": 3} if sampler is ddim_sample else {}
+        out = sampler(
+            lambda x, t: -x, schedule, x_T, clip_x0=torch.tensor([0.5, 1.0, 2.0]), **kwargs
+        )
+        assert (out.abs() <= torch.tensor([0.5, 1.0, 2.0]) + 1e-5).all()
+
+
 def test_ddim_timesteps():
     assert ddim_timesteps(1000, 4).tolist() == [999, 666, 333, 0]
     assert ddim_timesteps(5, 5).tolist() == [4, 3, 2, 1, 0]

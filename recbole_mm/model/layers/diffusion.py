@@ -201,12 +201,29 @@ def _check_prediction(prediction: str) -> None:
 
 
 def _split_prediction(
-    schedule: NoiseSchedule, x_t: Tensor, t: Tensor, output: Tensor, prediction: str
+    schedule: NoiseSchedule,
+    x_t: Tensor,
+    t: Tensor,
+    output: Tensor,
+    prediction: str,
+    clip_x0: float | Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``(x0_hat, eps_hat)`` from a denoiser output of either parameterisation."""
+    """``(x0_hat, eps_hat)`` from a denoiser output of either parameterisation.
+
+    With ``clip_x0``, ``x0_hat`` is clamped to ``[-clip_x0, clip_x0]`` and ``eps_hat`` recomputed
+    from it (DDPM's ``clip_denoised``).
+    """
     if prediction == "eps":
-        return schedule.predict_x0(x_t, t, output), output
-    return output, schedule.predict_eps(x_t, t, output)
+        x0_hat, eps_hat = schedule.predict_x0(x_t, t, output), output
+    else:
+        x0_hat, eps_hat = output, None
+    if clip_x0 is not None:
+        bound = torch.as_tensor(clip_x0, dtype=x0_hat.dtype, device=x0_hat.device)
+        x0_hat = torch.clamp(x0_hat, -bound, bound)
+        eps_hat = None
+    if eps_hat is None:
+        eps_hat = schedule.predict_eps(x_t, t, x0_hat)
+    return x0_hat, eps_hat
 
 
 def _randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -220,6 +237,7 @@ def ddpm_sample(
     *,
     prediction: str = "eps",
     generator: torch.Generator | None = None,
+    clip_x0: float | Tensor | None = None,
 ) -> Tensor:
     """Full ``T``-step ancestral sampling (DDPM Algorithm 2; GTC Eq. 5).
 
@@ -235,6 +253,8 @@ def ddpm_sample(
         x_T: the starting noise.
         prediction: ``"eps"`` or ``"x0"``.
         generator: source of the per-step noise ``z`` (seed it for reproducible samples).
+        clip_x0: clamp every ``x0_hat`` to ``[-clip_x0, clip_x0]`` (a float, or a tensor that
+            broadcasts against ``x_T``, e.g. a per-column range); None: no clamping.
 
     Shapes:
         x_T: ``[N, *]``; returns ``[N, *]``.
@@ -243,7 +263,7 @@ def ddpm_sample(
     x = x_T
     for step in reversed(range(schedule.n_steps)):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
-        x0_hat, _ = _split_prediction(schedule, x, t, denoise(x, t), prediction)
+        x0_hat, _ = _split_prediction(schedule, x, t, denoise(x, t), prediction, clip_x0)
         mean, _, log_variance = schedule.posterior(x0_hat, x, t)
         if step > 0:
             x = mean + torch.exp(0.5 * log_variance) * _randn_like(x, generator)
@@ -272,6 +292,7 @@ def ddim_sample(
     prediction: str = "eps",
     eta: float = 0.0,
     generator: torch.Generator | None = None,
+    clip_x0: float | Tensor | None = None,
 ) -> Tensor:
     """Strided DDIM sampling over ``n_steps`` of the schedule's steps (DDIM Eq. 12, 16).
 
@@ -282,7 +303,7 @@ def ddim_sample(
     deterministic given ``x_T``; ``eta = 1`` with ``n_steps = T`` is DDPM ancestral sampling.
 
     Args:
-        denoise, schedule, x_T, prediction, generator: as for :func:`ddpm_sample`.
+        denoise, schedule, x_T, prediction, generator, clip_x0: as for :func:`ddpm_sample`.
         n_steps: number of denoiser calls, ``1 <= n_steps <= schedule.n_steps``.
         eta: stochasticity, ``>= 0``.
 
@@ -297,7 +318,7 @@ def ddim_sample(
     abar = schedule.alphas_cumprod
     for i, step in enumerate(steps):
         t = torch.full((x.shape[0],), step, dtype=torch.long, device=x.device)
-        x0_hat, eps_hat = _split_prediction(schedule, x, t, denoise(x, t), prediction)
+        x0_hat, eps_hat = _split_prediction(schedule, x, t, denoise(x, t), prediction, clip_x0)
         abar_t = abar[step]
         abar_next = abar[steps[i + 1]] if i + 1 < len(steps) else abar.new_ones(())
         sigma = eta * torch.sqrt((1 - abar_next) / (1 - abar_t) * (1 - abar_t / abar_next))
