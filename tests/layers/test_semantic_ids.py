@@ -17,6 +17,13 @@ from recbole_mm.model.layers.semantic_ids import (
 VOCAB = [3, 4, 2]
 
 
+@pytest.fixture(params=[0, 12, 1 << 22], ids=["sorted-tables", "mixed", "dense-tables"])
+def dense_limit(request):
+    """Both lookup paths: sorted tables + searchsorted only, dense child tables, or dense
+    tables for the first two levels only (3 x 1 and 3 x 4 entries) and sorted ones below."""
+    return request.param
+
+
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
@@ -49,9 +56,9 @@ def _brute_allowed(codes, prefix, excluded_row=None):
     return allowed
 
 
-def test_allowed_matches_brute_force_with_and_without_exclusion():
+def test_allowed_matches_brute_force_with_and_without_exclusion(dense_limit):
     codes = _codes()
-    trie = SemanticIdTrie(codes, vocab_sizes=VOCAB)
+    trie = SemanticIdTrie(codes, vocab_sizes=VOCAB, dense_limit=dense_limit)
     excluded = torch.rand(1, codes.shape[0], generator=_gen(4)) < 0.4
     for level in range(len(VOCAB)):
         prefixes = list(itertools.product(*[range(v) for v in VOCAB[:level]]))
@@ -66,9 +73,9 @@ def test_allowed_matches_brute_force_with_and_without_exclusion():
     assert not trie.allowed(torch.tensor([[5, 0], [-1, 0]])).any()
 
 
-def test_items_round_trip_and_invalid_tuples():
+def test_items_round_trip_and_invalid_tuples(dense_limit):
     codes = _codes()
-    trie = SemanticIdTrie(codes, vocab_sizes=VOCAB)
+    trie = SemanticIdTrie(codes, vocab_sizes=VOCAB, dense_limit=dense_limit)
     valid = _valid_items(codes)
     assert trie.items(codes[valid]).tolist() == valid
     unused = [
@@ -149,9 +156,9 @@ def _brute_force(table, codes, user, excluded_row=None):
 
 
 @pytest.mark.parametrize("with_exclusion", [False, True])
-def test_beam_search_matches_brute_force(with_exclusion):
+def test_beam_search_matches_brute_force(with_exclusion, dense_limit):
     codes = _codes()
-    trie = SemanticIdTrie(codes, vocab_sizes=VOCAB)
+    trie = SemanticIdTrie(codes, vocab_sizes=VOCAB, dense_limit=dense_limit)
     batch = 5
     excluded = None
     if with_exclusion:
@@ -185,9 +192,9 @@ def test_beam_search_matches_brute_force(with_exclusion):
         assert (items[3] == -1).all()
 
 
-def test_small_beams_only_return_valid_unexcluded_distinct_items():
+def test_small_beams_only_return_valid_unexcluded_distinct_items(dense_limit):
     codes = _codes()
-    trie = SemanticIdTrie(codes, vocab_sizes=VOCAB)
+    trie = SemanticIdTrie(codes, vocab_sizes=VOCAB, dense_limit=dense_limit)
     batch = 8
     excluded = torch.rand(batch, codes.shape[0], generator=_gen(5)) < 0.5
     for beam in (1, 2, 3, 7):
@@ -218,9 +225,9 @@ def test_small_beams_only_return_valid_unexcluded_distinct_items():
                 assert items[user, 0].item() == trie.items(prefix).item()
 
 
-def test_each_user_is_searched_independently():
+def test_each_user_is_searched_independently(dense_limit):
     codes = _codes()
-    trie = SemanticIdTrie(codes, vocab_sizes=VOCAB)
+    trie = SemanticIdTrie(codes, vocab_sizes=VOCAB, dense_limit=dense_limit)
     table = TableStep(seed=3)
 
     def step(tokens, state):
@@ -243,8 +250,8 @@ def test_each_user_is_searched_independently():
         torch.testing.assert_close(scores[user], alone_scores[0])
 
 
-def test_bad_step_output_and_arguments_are_refused():
-    trie = SemanticIdTrie(_codes(), vocab_sizes=VOCAB)
+def test_bad_step_output_and_arguments_are_refused(dense_limit):
+    trie = SemanticIdTrie(_codes(), vocab_sizes=VOCAB, dense_limit=dense_limit)
 
     def step(tokens, state):
         return torch.zeros(tokens.shape[0], 99), state
@@ -267,9 +274,9 @@ def test_beam_scores_to_matrix():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_search_matches_cpu():
+def test_cuda_search_matches_cpu(dense_limit):
     codes = _codes()
-    trie = SemanticIdTrie(codes, vocab_sizes=VOCAB)
+    trie = SemanticIdTrie(codes, vocab_sizes=VOCAB, dense_limit=dense_limit)
     excluded = torch.rand(6, codes.shape[0], generator=_gen(7)) < 0.3
     table = TableStep(seed=4)
 

@@ -8,9 +8,13 @@ Reference:
     unconstrained token (facebookresearch/GENRE#51).
 
 Data layout: the valid items sorted lexicographically by code tuple; a trie node at depth ``l``
-(a prefix of length ``l``) owns a contiguous run of that order and its children form a
-contiguous run of the depth ``l + 1`` nodes. Every lookup is a ``searchsorted`` or a gather on
-these tables, vectorised over all rows; the only Python loop is over the ``L`` code levels.
+(a prefix of length ``l``) owns a contiguous run ``[s, e)`` of that order and its children form
+a contiguous run of the depth ``l + 1`` nodes. A child is found by ``searchsorted`` on sorted
+``parent * vocab + code`` keys, or by one gather in a dense ``[n_prefixes, vocab]`` table for
+levels small enough (``dense_limit``). Exclusions stay sparse: each user's excluded items as
+sorted trie positions, so the excluded count under a node is a batched ``searchsorted`` of
+``e`` and ``s``. Every lookup is vectorised over all rows (users x beams); the only Python loop
+is over the ``L`` code levels.
 """
 
 from __future__ import annotations
@@ -30,7 +34,11 @@ class _Tables:
     def to(self, device: torch.device) -> _Tables:
         return _Tables(
             **{
-                k: ([t.to(device) for t in v] if isinstance(v, list) else v.to(device))
+                k: (
+                    [None if t is None else t.to(device) for t in v]
+                    if isinstance(v, list)
+                    else v.to(device)
+                )
                 for k, v in self.__dict__.items()
             }
         )
@@ -44,6 +52,9 @@ class SemanticIdTrie:
             negative code (padding item 0, items without an id) are never produced. Valid
             rows must be unique: resolve collisions first (``append_collision_index``).
         vocab_sizes: number of codes at each level.
+        dense_limit: a level whose ``n_prefixes * vocab`` is at most this also gets a dense
+            ``[n_prefixes, vocab]`` child table (int32; 16 MiB at the default), which makes its
+            lookups single gathers; larger levels use the sorted tables only.
 
     Shapes:
         codes: ``[n_items, L]`` long.
@@ -51,7 +62,9 @@ class SemanticIdTrie:
     The tables live on ``codes``' device; lookups on another device copy them there once.
     """
 
-    def __init__(self, codes: torch.Tensor, *, vocab_sizes: Sequence[int]) -> None:
+    def __init__(
+        self, codes: torch.Tensor, *, vocab_sizes: Sequence[int], dense_limit: int = 1 << 22
+    ) -> None:
         if codes.dim() != 2 or codes.shape[1] == 0:
             raise ValueError(
                 f"SemanticIdTrie: codes must be [n_items, L], got {tuple(codes.shape)}"
@@ -115,6 +128,18 @@ class SemanticIdTrie:
                 "recbole_mm.model.layers.quantizer.append_collision_index"
             )
         self.max_children = max_children
+        position_of_item = torch.full((self.n_items,), -1, dtype=torch.long, device=codes.device)
+        position_of_item[items] = torch.arange(n, device=codes.device)
+        dense = []  # per depth 0..L-1: [n_nodes, vocab] int32 child id (-1: none), or None
+        for level, key in enumerate(keys):
+            n_nodes, vocab = first_child[level].numel(), self.vocab_sizes[level]
+            if n_nodes * vocab > dense_limit:
+                dense.append(None)
+                continue
+            table = torch.full((n_nodes, vocab), -1, dtype=torch.int32, device=codes.device)
+            child = torch.arange(key.numel(), dtype=torch.int32, device=codes.device)
+            table[key // vocab, key % vocab] = child
+            dense.append(table)
         self._tables = {
             codes.device: _Tables(
                 keys=keys,  # per depth 1..L: [n_nodes] sorted node keys
@@ -124,6 +149,8 @@ class SemanticIdTrie:
                 first_child=first_child,  # per depth 0..L-1: first child's id at depth + 1
                 n_children=n_children,
                 leaf_item=items,  # depth-L node id (= sorted row) -> item id
+                position=position_of_item,  # item id -> sorted row (-1: invalid item)
+                dense=dense,
             )
         }
 
@@ -140,10 +167,15 @@ class SemanticIdTrie:
     # Node-level primitives (node ids: 0 is the root at depth 0; -1 is "no such prefix").
     def _child(self, t: _Tables, node: torch.Tensor, level: int, token: torch.Tensor):
         """Depth-(level+1) node reached from depth-``level`` ``node`` by ``token``; -1 if none."""
+        vocab = self.vocab_sizes[level]
+        in_range = (node >= 0) & (token >= 0) & (token < vocab)
+        if t.dense[level] is not None:
+            child = t.dense[level][node.clamp_min(0), token.clamp(0, vocab - 1)].long()
+            return torch.where(in_range, child, -1)
         keys = t.keys[level]
-        key = node * self.vocab_sizes[level] + token
+        key = node * vocab + token
         index = torch.searchsorted(keys, key).clamp_max(keys.numel() - 1)
-        ok = (node >= 0) & (token >= 0) & (token < self.vocab_sizes[level]) & (keys[index] == key)
+        ok = in_range & (keys[index] == key)
         return torch.where(ok, index, -1)
 
     def _walk(self, t: _Tables, prefix: torch.Tensor) -> torch.Tensor:
@@ -152,36 +184,63 @@ class SemanticIdTrie:
             node = self._child(t, node, level, prefix[:, level])
         return node
 
-    def _availability(self, t: _Tables, excluded: torch.Tensor) -> list[torch.Tensor]:
-        """Per depth 1..L: bool ``[B, n_nodes]``, the node leads to a non-excluded item."""
+    def _excluded_positions(self, t: _Tables, excluded: torch.Tensor) -> torch.Tensor:
+        """Each row's excluded items as sorted trie rows, padded with ``n_valid``: ``[B, K]``.
+
+        Exclusions are few per user (training items), so they are kept sparse: the number of
+        excluded items under a node spanning trie rows ``[s, e)`` is then a batched
+        ``searchsorted`` of ``e`` and ``s`` in its row.
+        """
         if excluded.dim() != 2 or excluded.shape[1] != self.n_items:
             raise ValueError(
                 f"excluded must be bool [B, n_items={self.n_items}], got {tuple(excluded.shape)}"
             )
-        kept = ~excluded.bool()[:, t.leaf_item]  # [B, V] in trie order
-        cum = torch.nn.functional.pad(torch.cumsum(kept, 1, dtype=torch.int32), (1, 0))
-        return [(cum[:, e] - cum[:, s]) > 0 for s, e in zip(t.starts, t.ends)]
+        n_valid = t.leaf_item.numel()
+        row, item = excluded.bool().nonzero(as_tuple=True)
+        position = t.position[item]  # trie row of the item, -1 for invalid items
+        keep = position >= 0
+        key = (row[keep] * (n_valid + 1) + position[keep]).sort().values  # by row, then position
+        row = torch.div(key, n_valid + 1, rounding_mode="floor")
+        counts = torch.bincount(row, minlength=excluded.shape[0])  # [B]
+        width = max(int(counts.max()) if counts.numel() else 0, 1)
+        rank = (
+            torch.arange(key.numel(), device=key.device) - (torch.cumsum(counts, 0) - counts)[row]
+        )
+        table = torch.full((excluded.shape[0], width), n_valid, dtype=torch.long, device=key.device)
+        table[row, rank] = key % (n_valid + 1)
+        return table
 
     def _allowed_from_nodes(
         self,
         t: _Tables,
         node: torch.Tensor,
         level: int,
-        available: list[torch.Tensor] | None,
+        excluded_positions: torch.Tensor | None,
         user: torch.Tensor | None,
     ) -> torch.Tensor:
         """bool ``[N, vocab_sizes[level]]`` for depth-``level`` nodes ``[N]``."""
         vocab = self.vocab_sizes[level]
         alive = node >= 0
         safe = node.clamp_min(0)
-        first = t.first_child[level][safe]  # [N]
-        count = torch.where(alive, t.n_children[level][safe], 0)  # [N]
-        offsets = torch.arange(self.max_children[level], device=node.device)  # [C]
-        child = first.unsqueeze(1) + offsets  # [N, C] depth-(level+1) node ids
-        ok = offsets < count.unsqueeze(1)
-        child = torch.where(ok, child, 0)
-        if available is not None:
-            ok &= available[level][user.unsqueeze(1), child]
+        if t.dense[level] is not None:
+            child = t.dense[level][safe].long()  # [N, vocab] child ids, -1: none
+            ok = (child >= 0) & alive.unsqueeze(1)
+            child = child.clamp_min(0)
+        else:
+            first = t.first_child[level][safe]  # [N]
+            count = torch.where(alive, t.n_children[level][safe], 0)  # [N]
+            offsets = torch.arange(self.max_children[level], device=node.device)  # [C]
+            child = first.unsqueeze(1) + offsets  # [N, C] depth-(level+1) node ids
+            ok = offsets < count.unsqueeze(1)
+            child = torch.where(ok, child, 0)
+        if excluded_positions is not None:
+            # A child is allowed while some item under it (trie rows [s, e)) is not excluded.
+            start, end = t.starts[level][child], t.ends[level][child]  # [N, C]
+            rows = excluded_positions[user]  # [N, K] sorted
+            n_excluded = torch.searchsorted(rows, end) - torch.searchsorted(rows, start)
+            ok &= end - start > n_excluded
+        if t.dense[level] is not None:
+            return ok
         # Children that are not allowed write into a spare column, dropped afterwards.
         column = torch.where(ok, t.codes[level][child], vocab)
         mask = torch.zeros(node.shape[0], vocab + 1, dtype=torch.bool, device=node.device)
@@ -208,15 +267,15 @@ class SemanticIdTrie:
             )
         t = self._on(prefix.device)
         node = self._walk(t, prefix.long())
-        available, user = None, None
+        excluded_positions, user = None, None
         if excluded is not None:
             if excluded.shape[0] != prefix.shape[0]:
                 raise ValueError(
                     f"excluded has {excluded.shape[0]} rows, prefix has {prefix.shape[0]}"
                 )
-            available = self._availability(t, excluded.to(prefix.device))
+            excluded_positions = self._excluded_positions(t, excluded.to(prefix.device))
             user = torch.arange(prefix.shape[0], device=prefix.device)
-        return self._allowed_from_nodes(t, node, prefix.shape[1], available, user)
+        return self._allowed_from_nodes(t, node, prefix.shape[1], excluded_positions, user)
 
     def items(self, codes: torch.Tensor) -> torch.Tensor:
         """Item id of each full code tuple; -1 where the tuple is no item's.
@@ -310,7 +369,9 @@ def constrained_beam_search(
     t = trie._on(device)
     n_rows = batch_size * beam_size
     user = torch.arange(batch_size, device=device).repeat_interleave(beam_size)  # [B*beam]
-    available = trie._availability(t, excluded.to(device)) if excluded is not None else None
+    excluded_positions = None
+    if excluded is not None:
+        excluded_positions = trie._excluded_positions(t, excluded.to(device))
 
     state = reorder(state, user)
     tokens = torch.zeros(n_rows, 0, dtype=torch.long, device=device)
@@ -326,7 +387,7 @@ def constrained_beam_search(
                 f"step returned log_probs of shape {tuple(log_probs.shape)} at level {level}; "
                 f"expected [{n_rows}, {vocab}] (B * beam rows, vocab_sizes[{level}] columns)"
             )
-        allowed = trie._allowed_from_nodes(t, node, level, available, user)  # [B*beam, V]
+        allowed = trie._allowed_from_nodes(t, node, level, excluded_positions, user)
         log_probs = log_probs.float().masked_fill(~allowed, float("-inf"))
         candidates = scores.reshape(n_rows, 1) + log_probs  # [B*beam, V]
         scores, flat = candidates.reshape(batch_size, beam_size * vocab).topk(beam_size, 1)
