@@ -11,11 +11,13 @@ import logging
 import sys
 from logging import getLogger
 
+import torch
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_mm.config import Config
 from recbole_mm.trainer.checkpoint import (
     is_plain_checkpoint,
+    join_process_group,
     load_config,
     read_checkpoint,
     with_safe_checkpoints,
@@ -24,13 +26,20 @@ from recbole_mm.utils import create_dataset, data_preparation, get_model, get_tr
 
 
 def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
-    """Config, dataset and the three dataloaders of one run (seeded, logger initialised)."""
+    """Config, dataset and the three dataloaders of one run (seeded, logger initialised).
+
+    With ``local_rank`` in ``config_dict`` the process joins a DDP group (gloo on CPU).
+    """
+    config_dict = dict(config_dict or {})
+    local_rank = config_dict.pop("local_rank", None)
     config = Config(
         model=model,
         dataset=dataset,
         config_file_list=config_file_list,
         config_dict=config_dict,
     )
+    if local_rank is not None:
+        join_process_group(config, local_rank)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -67,7 +76,24 @@ def run_recbole_mm(
         ``{"best_valid_score", "valid_score_bigger", "best_valid_result", "test_result"}``
         as ``recbole.quick_start.run_recbole`` does. With ``saved=True`` the best checkpoint
         (by validation) is written to ``checkpoint_dir`` and reloaded for the test evaluation.
+        With ``nproc`` > 1 (or ``world_size`` > 0) in the settings, it trains with DDP
+        (see :func:`run`) and returns rank 0's result.
     """
+    if "local_rank" not in (config_dict or {}):
+        settings = Config(model, dataset, config_file_list, config_dict)
+        if (settings["nproc"] or 1) > 1 or (settings["world_size"] or -1) > 0:
+            return run(
+                model,
+                dataset,
+                config_file_list,
+                config_dict,
+                saved,
+                nproc=settings["nproc"] or 1,
+                world_size=settings["world_size"] or -1,
+                ip=settings["ip"] or "localhost",
+                port=str(settings["port"] or "5678"),
+                group_offset=settings["offset"] or 0,
+            )
     config, _, train_data, valid_data, test_data = prepare(
         model, dataset, config_file_list, config_dict
     )
@@ -82,6 +108,8 @@ def run_recbole_mm(
     logger.info("The running environment:\n" + get_environment(config).draw())
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
+    if not config["single_spec"]:
+        torch.distributed.destroy_process_group()
     return {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
@@ -89,6 +117,56 @@ def run_recbole_mm(
         "test_result": test_result,
         "checkpoint": trainer.saved_model_file if saved else None,
     }
+
+
+def run(
+    model=None,
+    dataset=None,
+    config_file_list=None,
+    config_dict=None,
+    saved=True,
+    nproc=1,
+    world_size=-1,
+    ip="localhost",
+    port="5678",
+    group_offset=0,
+):
+    """``recbole.quick_start.run`` for recbole_mm: one process, or ``nproc`` DDP processes.
+
+    Each of the ``nproc`` processes on this machine is one rank (``group_offset`` + its local
+    rank) of ``world_size`` (default ``nproc``) ranks that meet at ``ip:port``; on CPU they
+    talk over gloo, on GPUs over NCCL (``gpu_id`` lists one GPU per process). Returns rank
+    0's result (None on machines that do not hold rank 0).
+    """
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_mm(model, dataset, config_file_list, config_dict, saved)
+    import torch.multiprocessing as mp
+
+    world_size = nproc if world_size == -1 else world_size
+    config_dict = {
+        **(config_dict or {}),
+        "world_size": world_size,
+        "ip": ip,
+        "port": port,
+        "nproc": nproc,
+        "offset": group_offset,
+    }
+    queue = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(
+        _run_rank,
+        args=(model, dataset, config_file_list, config_dict, saved, queue),
+        nprocs=nproc,
+        join=True,
+    )
+    return None if queue.empty() else queue.get()
+
+
+def _run_rank(rank, model, dataset, config_file_list, config_dict, saved, queue):
+    result = run_recbole_mm(
+        model, dataset, config_file_list, {**config_dict, "local_rank": rank}, saved
+    )
+    if rank == 0 and config_dict["offset"] == 0:
+        queue.put(result)
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True) -> dict:

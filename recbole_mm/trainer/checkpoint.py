@@ -279,6 +279,11 @@ class SafeCheckpointMixin:
             self.save_resume_state(epoch_idx - 1)
         return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
 
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model and not self.config["single_spec"]:
+            dist.barrier()  # rank 0 may still be writing the best checkpoint
+        return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+
     # -- reading ---------------------------------------------------------------------------
     def resume_checkpoint(self, resume_file):
         """Continue from a ``-last.pth`` file (exact), or from any checkpoint as RecBole does."""
@@ -299,6 +304,41 @@ class SafeCheckpointMixin:
         self.train_loss_dict.update(checkpoint.get("train_loss", {}))
         self._pending_random_states = checkpoint.get("random_states")
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+
+def join_process_group(config, local_rank: int) -> None:
+    """Make ``config`` (built as one process) one rank of a DDP run, and join its group.
+
+    RecBole's ``Config`` does this itself when ``local_rank`` is in its settings, but with
+    ``backend="nccl"`` and ``cuda:<rank>`` hard-coded, so it cannot run on CPU. Here the backend
+    follows the device: NCCL on CUDA (as RecBole), gloo on CPU. The keys are RecBole's:
+    ``nproc``, ``world_size``, ``ip``, ``port``, ``offset`` (the rank of this machine's first
+    process), ``gpu_id`` (one id per local process).
+    """
+    cuda = config["device"].type == "cuda"
+    if cuda and len(str(config["gpu_id"]).split(",")) < config["nproc"]:
+        raise ValueError(
+            f"gpu_id={config['gpu_id']!r} names fewer GPUs than nproc={config['nproc']}: "
+            f"give one id per process, e.g. gpu_id='0,1'."
+        )
+    dist.init_process_group(
+        backend="nccl" if cuda else "gloo",
+        rank=local_rank + config["offset"],
+        world_size=config["world_size"],
+        init_method=f"tcp://{config['ip']}:{config['port']}",
+    )
+    config["local_rank"] = local_rank
+    config["single_spec"] = False
+    if cuda:
+        config["device"] = torch.device("cuda", local_rank)
+        torch.cuda.set_device(local_rank)
+    # RecBole creates these folders by check-then-create, which races between the ranks.
+    Path(config["checkpoint_dir"]).mkdir(parents=True, exist_ok=True)
+    Path("log", config["model"]).mkdir(parents=True, exist_ok=True)
+    if local_rank != 0:
+        config["state"] = "error"
+        config["show_progress"] = False
+        config["verbose"] = False
 
 
 _WRAPPED: dict[type, type] = {}
