@@ -297,3 +297,47 @@ def test_run_and_reload_through_the_entry_points(toy, tiny_root, run_in_tmp):
     # The model built by the entry points gets the multi-stage trainer too.
     config, _, train, _, _ = prepare(toy, TINY, None, tiny_config(tiny_root))
     assert isinstance(build(config, train)[1], MultiStageTrainer)
+
+
+def _ddp_rank(rank, root, folder, port):
+    """One rank of a two-process gloo run (spawned: the toy model is registered here too)."""
+    import torch.distributed as dist
+
+    recbole_mm_models()["ToyTwoStage"] = ToyTwoStage
+    settings = dict(
+        checkpoint_dir=folder,
+        stage_epochs={"items": 2, "users": 1},
+        nproc=2,
+        world_size=2,
+        ip="localhost",
+        port=port,
+        offset=0,
+        local_rank=rank,
+    )
+    config, _, train, valid, test = prepare(
+        "ToyTwoStage", TINY, None, tiny_config(root, **settings)
+    )
+    model, trainer = build(config, train)
+    trainer.fit(train, valid, saved=True, verbose=False)
+    assert trainer.evaluate(test) is not None
+    torch.save(model.state_dict(), f"{folder}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_stages_train_in_sync_under_ddp(tiny_root, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = str(s.getsockname()[1])
+    folder = str(tmp_path)
+    mp.spawn(_ddp_rank, args=(tiny_root, folder, port), nprocs=2, join=True)
+    ranks = [torch.load(f"{folder}/rank{r}.pt", weights_only=True) for r in range(2)]
+    for name in ranks[0]:
+        assert torch.equal(ranks[0][name], ranks[1][name]), name  # gradients were all-reduced
+    for stage in ("items", "users"):
+        saved = _load(stage_checkpoint_path(folder, "ToyTwoStage", TINY, stage))
+        assert saved["completed"] and saved["config"]["world_size"] == 2
