@@ -95,6 +95,7 @@ class GTC(GeneralRecommender):
         self.eval_steps = config["gtc_eval_sample_steps"] or self.train_steps
         self.tc_temperature = config["gtc_tc_temperature"]
         self.tc_normalize = config["gtc_tc_normalize"]
+        self.clip_x0 = config["gtc_clip_x0"]
         self.seed = config["seed"]
         n_steps = config["gtc_diffusion_steps"]
         self._validate(config, n_steps)
@@ -215,9 +216,14 @@ class GTC(GeneralRecommender):
         def denoise(x, t):
             return denoiser(x, t, s)
 
+        # Each x0 estimate stays within the per-column range of C_0 (DDPM's clip_denoised): an
+        # untrained eps prediction is amplified by sqrt((1 - abar_T) / abar_T) (12x at T = 500).
+        clip = c0.detach().abs().amax(dim=0) if self.clip_x0 else None
         if sampler == "ddpm":
-            return ddpm_sample(denoise, self.schedule, x_t, generator=generator)
-        return ddim_sample(denoise, self.schedule, x_t, n_steps=n_steps, generator=generator)
+            return ddpm_sample(denoise, self.schedule, x_t, generator=generator, clip_x0=clip)
+        return ddim_sample(
+            denoise, self.schedule, x_t, n_steps=n_steps, generator=generator, clip_x0=clip
+        )
 
     def _fuse(self, s, contents) -> torch.Tensor:
         """Eq. 10 (``gtc_fusion: gate``) or concatenation (the ablations' 'Base')."""
