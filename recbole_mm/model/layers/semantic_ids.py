@@ -11,9 +11,10 @@ Data layout: the valid items sorted lexicographically by code tuple; a trie node
 (a prefix of length ``l``) owns a contiguous run ``[s, e)`` of that order and its children form
 a contiguous run of the depth ``l + 1`` nodes. A child is found by ``searchsorted`` on sorted
 ``parent * vocab + code`` keys, or by one gather in a dense ``[n_prefixes, vocab]`` table for
-levels small enough (``dense_limit``). Exclusions stay sparse: each user's excluded items as
-sorted trie positions, so the excluded count under a node is a batched ``searchsorted`` of
-``e`` and ``s``. Every lookup is vectorised over all rows (users x beams); the only Python loop
+levels small enough (``dense_limit``). Exclusions stay sparse: the (user, prefix) pairs whose
+items are all excluded go into a bitmap per level, or, for levels too large for one, each
+user's excluded items are kept as sorted trie positions and the excluded count under a node is
+a batched ``searchsorted`` of ``e`` and ``s``. Every lookup is vectorised over all rows (users x beams); the only Python loop
 is over the ``L`` code levels.
 """
 
@@ -54,7 +55,9 @@ class SemanticIdTrie:
         vocab_sizes: number of codes at each level.
         dense_limit: a level whose ``n_prefixes * vocab`` is at most this also gets a dense
             ``[n_prefixes, vocab]`` child table (int32; 16 MiB at the default), which makes its
-            lookups single gathers; larger levels use the sorted tables only.
+            lookups single gathers; larger levels use the sorted tables only. A search over
+            ``B`` users also precomputes, per level with ``B * n_prefixes`` at most
+            ``4 * dense_limit``, a bitmap of the prefixes whose items are all excluded.
 
     Shapes:
         codes: ``[n_items, L]`` long.
@@ -100,6 +103,7 @@ class SemanticIdTrie:
 
         keys, starts, ends, first_child, n_children, max_children = [], [], [], [], [], []
         parent_of_row = torch.zeros(n, dtype=torch.long, device=codes.device)  # depth-0 node
+        node_of_row = []  # per depth 1..L: sorted row -> node id
         n_parent_nodes = 1
         new_prefix = torch.zeros(n, dtype=torch.bool, device=codes.device)
         new_prefix[0] = True
@@ -119,6 +123,7 @@ class SemanticIdTrie:
             first_child.append(torch.cumsum(counts, 0) - counts)
             max_children.append(int(counts.max()))
             parent_of_row = torch.cumsum(new_prefix.long(), 0) - 1  # row -> node id
+            node_of_row.append(parent_of_row)
             n_parent_nodes = node_start.numel()
         if n_parent_nodes != n:
             duplicates = n - n_parent_nodes
@@ -128,6 +133,7 @@ class SemanticIdTrie:
                 "recbole_mm.model.layers.quantizer.append_collision_index"
             )
         self.max_children = max_children
+        self.dense_limit = dense_limit
         position_of_item = torch.full((self.n_items,), -1, dtype=torch.long, device=codes.device)
         position_of_item[items] = torch.arange(n, device=codes.device)
         dense = []  # per depth 0..L-1: [n_nodes, vocab] int32 child id (-1: none), or None
@@ -150,6 +156,7 @@ class SemanticIdTrie:
                 n_children=n_children,
                 leaf_item=items,  # depth-L node id (= sorted row) -> item id
                 position=position_of_item,  # item id -> sorted row (-1: invalid item)
+                node_of_row=node_of_row,
                 dense=dense,
             )
         }
@@ -184,38 +191,58 @@ class SemanticIdTrie:
             node = self._child(t, node, level, prefix[:, level])
         return node
 
-    def _excluded_positions(self, t: _Tables, excluded: torch.Tensor) -> torch.Tensor:
-        """Each row's excluded items as sorted trie rows, padded with ``n_valid``: ``[B, K]``.
+    def _exclusion(self, t: _Tables, excluded: torch.Tensor):
+        """What ``excluded`` removes, in the two forms the lookups use.
 
-        Exclusions are few per user (training items), so they are kept sparse: the number of
-        excluded items under a node spanning trie rows ``[s, e)`` is then a batched
-        ``searchsorted`` of ``e`` and ``s`` in its row.
+        Exclusions are few per user (training items), so they are kept sparse: ``positions``
+        holds each row's excluded items as sorted trie rows (padded with ``n_valid``), and the
+        number of excluded items under a node spanning rows ``[s, e)`` is a batched
+        ``searchsorted`` of ``e`` and ``s``. For levels where a ``[B, n_nodes]`` bitmap is small
+        (at most ``4 * dense_limit`` entries), ``blocked`` precomputes the nodes whose items are
+        all excluded, so that the check is one gather.
+
+        Returns:
+            ``(positions [B, K] long, blocked: per depth 1..L a bool [B, n_nodes] or None)``.
         """
         if excluded.dim() != 2 or excluded.shape[1] != self.n_items:
             raise ValueError(
                 f"excluded must be bool [B, n_items={self.n_items}], got {tuple(excluded.shape)}"
             )
-        n_valid = t.leaf_item.numel()
+        n_users, n_valid = excluded.shape[0], t.leaf_item.numel()
         row, item = excluded.bool().nonzero(as_tuple=True)
         position = t.position[item]  # trie row of the item, -1 for invalid items
         keep = position >= 0
-        key = (row[keep] * (n_valid + 1) + position[keep]).sort().values  # by row, then position
-        row = torch.div(key, n_valid + 1, rounding_mode="floor")
-        counts = torch.bincount(row, minlength=excluded.shape[0])  # [B]
+        row, position = row[keep], position[keep]
+        key = (row * (n_valid + 1) + position).sort().values  # by row, then position
+        row, position = torch.div(key, n_valid + 1, rounding_mode="floor"), key % (n_valid + 1)
+        counts = torch.bincount(row, minlength=n_users)  # [B]
         width = max(int(counts.max()) if counts.numel() else 0, 1)
         rank = (
             torch.arange(key.numel(), device=key.device) - (torch.cumsum(counts, 0) - counts)[row]
         )
-        table = torch.full((excluded.shape[0], width), n_valid, dtype=torch.long, device=key.device)
-        table[row, rank] = key % (n_valid + 1)
-        return table
+        positions = torch.full((n_users, width), n_valid, dtype=torch.long, device=key.device)
+        positions[row, rank] = position
+        blocked = []
+        for depth_nodes, start, end in zip(t.node_of_row, t.starts, t.ends):
+            n_nodes = start.numel()
+            if n_users * n_nodes > 4 * self.dense_limit:
+                blocked.append(None)
+                continue
+            # (row, node) pairs in ascending order, since node ids ascend with trie rows.
+            pair, count = torch.unique_consecutive(
+                row * n_nodes + depth_nodes[position], return_counts=True
+            )
+            full = pair[count == (end - start)[pair % n_nodes]]
+            bitmap = torch.zeros(n_users * n_nodes, dtype=torch.bool, device=key.device)
+            blocked.append(bitmap.index_fill_(0, full, True).view(n_users, n_nodes))
+        return positions, blocked
 
     def _allowed_from_nodes(
         self,
         t: _Tables,
         node: torch.Tensor,
         level: int,
-        excluded_positions: torch.Tensor | None,
+        exclusion: tuple | None,
         user: torch.Tensor | None,
     ) -> torch.Tensor:
         """bool ``[N, vocab_sizes[level]]`` for depth-``level`` nodes ``[N]``."""
@@ -233,12 +260,16 @@ class SemanticIdTrie:
             child = first.unsqueeze(1) + offsets  # [N, C] depth-(level+1) node ids
             ok = offsets < count.unsqueeze(1)
             child = torch.where(ok, child, 0)
-        if excluded_positions is not None:
+        if exclusion is not None:
             # A child is allowed while some item under it (trie rows [s, e)) is not excluded.
-            start, end = t.starts[level][child], t.ends[level][child]  # [N, C]
-            rows = excluded_positions[user]  # [N, K] sorted
-            n_excluded = torch.searchsorted(rows, end) - torch.searchsorted(rows, start)
-            ok &= end - start > n_excluded
+            positions, blocked = exclusion
+            if blocked[level] is not None:
+                ok &= ~blocked[level][user.unsqueeze(1), child]
+            else:
+                start, end = t.starts[level][child], t.ends[level][child]  # [N, C]
+                rows = positions[user]  # [N, K] sorted
+                n_excluded = torch.searchsorted(rows, end) - torch.searchsorted(rows, start)
+                ok &= end - start > n_excluded
         if t.dense[level] is not None:
             return ok
         # Children that are not allowed write into a spare column, dropped afterwards.
@@ -267,15 +298,15 @@ class SemanticIdTrie:
             )
         t = self._on(prefix.device)
         node = self._walk(t, prefix.long())
-        excluded_positions, user = None, None
+        exclusion, user = None, None
         if excluded is not None:
             if excluded.shape[0] != prefix.shape[0]:
                 raise ValueError(
                     f"excluded has {excluded.shape[0]} rows, prefix has {prefix.shape[0]}"
                 )
-            excluded_positions = self._excluded_positions(t, excluded.to(prefix.device))
+            exclusion = self._exclusion(t, excluded.to(prefix.device))
             user = torch.arange(prefix.shape[0], device=prefix.device)
-        return self._allowed_from_nodes(t, node, prefix.shape[1], excluded_positions, user)
+        return self._allowed_from_nodes(t, node, prefix.shape[1], exclusion, user)
 
     def items(self, codes: torch.Tensor) -> torch.Tensor:
         """Item id of each full code tuple; -1 where the tuple is no item's.
@@ -369,9 +400,7 @@ def constrained_beam_search(
     t = trie._on(device)
     n_rows = batch_size * beam_size
     user = torch.arange(batch_size, device=device).repeat_interleave(beam_size)  # [B*beam]
-    excluded_positions = None
-    if excluded is not None:
-        excluded_positions = trie._excluded_positions(t, excluded.to(device))
+    exclusion = trie._exclusion(t, excluded.to(device)) if excluded is not None else None
 
     state = reorder(state, user)
     tokens = torch.zeros(n_rows, 0, dtype=torch.long, device=device)
@@ -387,7 +416,7 @@ def constrained_beam_search(
                 f"step returned log_probs of shape {tuple(log_probs.shape)} at level {level}; "
                 f"expected [{n_rows}, {vocab}] (B * beam rows, vocab_sizes[{level}] columns)"
             )
-        allowed = trie._allowed_from_nodes(t, node, level, excluded_positions, user)
+        allowed = trie._allowed_from_nodes(t, node, level, exclusion, user)
         log_probs = log_probs.float().masked_fill(~allowed, float("-inf"))
         candidates = scores.reshape(n_rows, 1) + log_probs  # [B*beam, V]
         scores, flat = candidates.reshape(batch_size, beam_size * vocab).topk(beam_size, 1)
