@@ -24,11 +24,12 @@ and plain values only (``torch.load(path, weights_only=True)``) and names its ``
 last stage's best checkpoint is ``saved_model_file``, so ``evaluate(load_best_model=True)`` and
 ``load_data_and_model`` work as for any other model.
 
-Config keys (defaults in ``properties/overall.yaml``): ``train_stage`` (``all``, a stage name,
-or a stage name followed by ``+`` for that stage and the ones after it), ``pre_model_path`` (a
-checkpoint to start from; a stage checkpoint of an unfinished stage is resumed at its next epoch
-with its optimizer state), ``stage_epochs`` and ``stage_learning_rate`` (``{stage: value}``,
-missing stages use ``epochs`` / ``learning_rate``). docs/generative.md has the details.
+Config keys: ``stage_epochs`` and ``stage_learning_rate`` (``{stage: value}``; missing stages
+use ``epochs`` / ``learning_rate``; defaults in ``properties/overall.yaml``), and RecBole's own
+``train_stage`` (``all`` when unset, a stage name, or a stage name followed by ``+`` for that
+stage and the ones after it) and ``pre_model_path`` (a checkpoint to start from; a stage
+checkpoint of an unfinished stage is resumed at its next epoch with its optimizer state).
+docs/generative.md has the details.
 """
 
 from __future__ import annotations
