@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-DEFAULT_MODEL = "VBPR"
+DEFAULT_MODEL = "GTC"
 DEFAULT_DATASET = "ml-100k-mm"
 
 
