@@ -34,7 +34,9 @@ def synthetic_trie(
     codes = append_collision_index(codes, order=popularity)
     report = collision_report(codes[:, :levels], codebook_size=codebook)
     vocab = [codebook] * levels + [int(codes[:, -1].max()) + 1]
+    start = time.perf_counter()
     trie = SemanticIdTrie(codes.to(device), vocab_sizes=vocab, dense_limit=dense_limit)
+    report["trie_build_ms"] = round(1000 * (time.perf_counter() - start), 1)
     return trie, vocab, report
 
 
@@ -104,6 +106,7 @@ def main(argv=None) -> dict:
         "items": args.items,
         "vocab_sizes": vocab,
         "collision_rate_before_index": report["collision_rate"],
+        "trie_build_ms": report["trie_build_ms"],
         "beam": args.beam,
         "batch": args.batch,
         "device": device,

@@ -12,6 +12,7 @@ from recbole_mm.model.layers.semantic_ids import (
     SemanticIdTrie,
     beam_scores_to_matrix,
     constrained_beam_search,
+    reorder_state,
 )
 
 VOCAB = [3, 4, 2]
@@ -262,6 +263,14 @@ def test_bad_step_output_and_arguments_are_refused(dense_limit):
         constrained_beam_search(
             step, trie, batch_size=2, beam_size=3, excluded=torch.zeros(2, 5, dtype=torch.bool)
         )
+
+
+def test_default_reorder_follows_nested_states():
+    state = {"memory": torch.arange(6).reshape(3, 2), "cache": [(torch.arange(3), None)], "n": 4}
+    out = reorder_state(state, torch.tensor([2, 2, 0]))
+    assert out["memory"].tolist() == [[4, 5], [4, 5], [0, 1]]
+    assert out["cache"][0][0].tolist() == [2, 2, 0] and out["cache"][0][1] is None
+    assert out["n"] == 4
 
 
 def test_beam_scores_to_matrix():
