@@ -70,6 +70,12 @@ def test_allowed_matches_brute_force_with_and_without_exclusion(dense_limit):
         got = trie.allowed(prefix, excluded=excluded.expand(len(prefixes), -1))
         expected = [_brute_allowed(codes, p, excluded[0].tolist()) for p in prefixes]
         assert got.tolist() == expected
+    # The same mask, changed in place between calls, is read afresh.
+    prefix = torch.zeros(1, 0, dtype=torch.long)
+    mask = torch.zeros(1, codes.shape[0], dtype=torch.bool)
+    assert trie.allowed(prefix, excluded=mask).tolist() == [_brute_allowed(codes, ())]
+    mask[0] = True
+    assert not trie.allowed(prefix, excluded=mask).any()
     # Out-of-range tokens in a prefix lead nowhere.
     assert not trie.allowed(torch.tensor([[5, 0], [-1, 0]])).any()
 

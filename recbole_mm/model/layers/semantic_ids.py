@@ -20,6 +20,7 @@ is over the ``L`` code levels.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -134,6 +135,7 @@ class SemanticIdTrie:
             )
         self.max_children = max_children
         self.dense_limit = dense_limit
+        self._exclusion_cache = None  # (weakref to the mask, (version, device), exclusion)
         position_of_item = torch.full((self.n_items,), -1, dtype=torch.long, device=codes.device)
         position_of_item[items] = torch.arange(n, device=codes.device)
         dense = []  # per depth 0..L-1: [n_nodes, vocab] int32 child id (-1: none), or None
@@ -304,7 +306,15 @@ class SemanticIdTrie:
                 raise ValueError(
                     f"excluded has {excluded.shape[0]} rows, prefix has {prefix.shape[0]}"
                 )
-            exclusion = self._exclusion(t, excluded.to(prefix.device))
+            # Callers that pass the same mask at every decoding step (a logits processor) pay
+            # for its preprocessing once; an in-place change to the mask bumps its version.
+            key = (excluded._version, prefix.device)
+            cached = self._exclusion_cache
+            if cached is not None and cached[0]() is excluded and cached[1] == key:
+                exclusion = cached[2]
+            else:
+                exclusion = self._exclusion(t, excluded.to(prefix.device))
+                self._exclusion_cache = (weakref.ref(excluded), key, exclusion)
             user = torch.arange(prefix.shape[0], device=prefix.device)
         return self._allowed_from_nodes(t, node, prefix.shape[1], exclusion, user)
 
