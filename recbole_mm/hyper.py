@@ -202,7 +202,10 @@ def write_results(result: SearchResult, folder: str | Path) -> dict[str, Path]:
     """``results.csv``, ``results.md`` and ``results.json``: one row per trial, best marked."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    best = result.best
+    try:
+        best = result.best
+    except RuntimeError:  # every trial failed: the table shows why
+        best = None
     params = sorted({k for t in result.trials for k in t.params})
     valid_keys = sorted({k for t in result.trials for k in t.valid})
     test_keys = sorted({k for t in result.trials for k in t.test})
@@ -242,10 +245,10 @@ def write_results(result: SearchResult, folder: str | Path) -> dict[str, Path]:
     summary = {
         **{k: v for k, v in asdict(result).items() if k != "trials"},
         "trials": [asdict(t) for t in result.trials],
-        "best_trial": result.trials.index(best),
-        "best_params": best.params,
-        "best_valid": best.valid,
-        "best_test": best.test,
+        "best_trial": None if best is None else result.trials.index(best),
+        "best_params": None if best is None else best.params,
+        "best_valid": None if best is None else best.valid,
+        "best_test": None if best is None else best.test,
     }
     paths["json"].write_text(json.dumps(summary, indent=2, default=str))
     return paths

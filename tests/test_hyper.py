@@ -9,6 +9,7 @@ import torch
 from conftest import TINY, tiny_config
 
 from recbole_mm.hyper import (
+    SearchResult,
     Trial,
     hyperopt_search,
     main,
@@ -17,6 +18,7 @@ from recbole_mm.hyper import (
     read_space,
     select_best,
     space_file,
+    write_results,
 )
 
 
@@ -59,6 +61,17 @@ def test_selection_reads_validation_only():
     ]
     assert select_best(trials, bigger=True).params == {"lr": 2}  # first of the tied best
     assert select_best(trials, bigger=False).params == {"lr": 1}
+
+
+def test_a_search_whose_trials_all_failed_still_writes_its_table(tmp_path):
+    result = SearchResult(
+        "BPR", TINY, "ray", "random", "ndcg@5", True, [Trial({}, error="OOM")], 1.0
+    )
+    with pytest.raises(RuntimeError, match="No trial finished"):
+        result.best
+    paths = write_results(result, tmp_path)
+    assert json.loads(paths["json"].read_text())["best_trial"] is None
+    assert "OOM" in paths["md"].read_text()
 
 
 def test_overrides_are_literals():
