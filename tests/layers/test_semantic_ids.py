@@ -142,6 +142,8 @@ class HistoryStep(TableStep):
 
     def __call__(self, tokens, state):
         self.calls += 1
+        if tokens.shape[1] == 0:
+            self.first_rows = tokens.shape[0]
         user, history = state
         # history lags tokens by the last chosen token, which the search appended.
         if tokens.shape[1]:
@@ -162,8 +164,9 @@ def _brute_force(table, codes, user, excluded_row=None):
     return sorted(scored, reverse=True)
 
 
+@pytest.mark.parametrize("first_step_per_user", [False, True])
 @pytest.mark.parametrize("with_exclusion", [False, True])
-def test_beam_search_matches_brute_force(with_exclusion, dense_limit):
+def test_beam_search_matches_brute_force(with_exclusion, first_step_per_user, dense_limit):
     codes = _codes()
     trie = SemanticIdTrie(codes, vocab_sizes=VOCAB, dense_limit=dense_limit)
     batch = 5
@@ -183,9 +186,11 @@ def test_beam_search_matches_brute_force(with_exclusion, dense_limit):
         excluded=excluded,
         state=_initial_state(batch),
         reorder=_history_reorder,
+        first_step_per_user=first_step_per_user,
     )
     assert items.shape == scores.shape == (batch, beam)
     assert table.calls == len(VOCAB)
+    assert table.first_rows == (batch if first_step_per_user else batch * beam)
     for user in range(batch):
         row = None if excluded is None else excluded[user].tolist()
         expected = _brute_force(table, codes, user, row)

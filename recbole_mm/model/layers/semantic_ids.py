@@ -360,6 +360,7 @@ def constrained_beam_search(
     state: Any = None,
     reorder: Callable[[Any, torch.Tensor], Any] | None = None,
     device: torch.device | str | None = None,
+    first_step_per_user: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``beam_size`` items per user by trie-constrained beam search.
 
@@ -382,12 +383,16 @@ def constrained_beam_search(
         beam_size: beams kept per user (>= the largest top-K evaluated).
         excluded: items never to return, bool ``[B, n_items]`` (e.g. training items).
         state: the caller's state for ``B`` users (e.g. encoder output); before the first step
-            it is expanded to ``B * beam`` rows with ``reorder(state, index)``, and after each
-            step reordered the same way to follow the surviving beams (e.g. decoder caches).
+            (after it, with ``first_step_per_user``) it is expanded to ``B * beam`` rows with
+            ``reorder(state, index)``, and after each step reordered the same way to follow the
+            surviving beams (e.g. decoder caches).
         reorder: ``reorder(state, index) -> state`` selecting rows ``index`` (long
             ``[B * beam]``); default ``step.reorder`` if ``step`` has one, else
             :func:`reorder_state` (``index_select`` on dim 0 of every tensor).
         device: where the search runs (default: ``excluded``'s device, else the trie's).
+        first_step_per_user: run the first step on the ``B`` users (tokens ``[B, 0]``, the
+            state as given) and expand its output to the beams afterwards, instead of running
+            it on ``B * beam`` identical rows: the same result for ``1 / L`` less decoding.
 
     Returns:
         ``(items, scores)``: long ``[B, beam]`` item ids and float ``[B, beam]`` summed
@@ -412,20 +417,25 @@ def constrained_beam_search(
     user = torch.arange(batch_size, device=device).repeat_interleave(beam_size)  # [B*beam]
     exclusion = trie._exclusion(t, excluded.to(device)) if excluded is not None else None
 
-    state = reorder(state, user)
     tokens = torch.zeros(n_rows, 0, dtype=torch.long, device=device)
+    if not first_step_per_user:
+        state = reorder(state, user)
     node = torch.zeros(n_rows, dtype=torch.long, device=device)  # all at the root
     scores = torch.full((batch_size, beam_size), float("-inf"), device=device)
     scores[:, 0] = 0.0  # one live beam per user before the first step
     base = (torch.arange(batch_size, device=device) * beam_size).unsqueeze(1)  # [B, 1]
     for level in range(trie.depth):
         vocab = trie.vocab_sizes[level]
-        log_probs, state = step(tokens, state)
-        if log_probs.shape != (n_rows, vocab):
+        rows = batch_size if level == 0 and first_step_per_user else n_rows
+        log_probs, state = step(tokens[:rows], state)
+        if log_probs.shape != (rows, vocab):
             raise ValueError(
                 f"step returned log_probs of shape {tuple(log_probs.shape)} at level {level}; "
-                f"expected [{n_rows}, {vocab}] (B * beam rows, vocab_sizes[{level}] columns)"
+                f"expected [{rows}, {vocab}] ({'B' if rows == batch_size else 'B * beam'} rows, "
+                f"vocab_sizes[{level}] columns)"
             )
+        if rows != n_rows:  # the first step ran once per user: copy it to every beam
+            log_probs, state = log_probs[user], reorder(state, user)
         allowed = trie._allowed_from_nodes(t, node, level, exclusion, user)
         log_probs = log_probs.float().masked_fill(~allowed, float("-inf"))
         candidates = scores.reshape(n_rows, 1) + log_probs  # [B*beam, V]
