@@ -68,7 +68,7 @@ def test_a_search_whose_trials_all_failed_still_writes_its_table(tmp_path):
         "BPR", TINY, "ray", "random", "ndcg@5", True, [Trial({}, error="OOM")], 1.0
     )
     with pytest.raises(RuntimeError, match="No trial finished"):
-        result.best
+        select_best(result.trials, bigger=result.bigger)
     paths = write_results(result, tmp_path)
     assert json.loads(paths["json"].read_text())["best_trial"] is None
     assert "OOM" in paths["md"].read_text()
