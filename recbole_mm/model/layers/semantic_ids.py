@@ -164,6 +164,9 @@ class SemanticIdTrie:
         }
 
     def _on(self, device: torch.device) -> _Tables:
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0": one copy
+            device = torch.device("cuda", torch.cuda.current_device())
         if device not in self._tables:
             self._tables[device] = next(iter(self._tables.values())).to(device)
         return self._tables[device]
