@@ -24,6 +24,19 @@ TINY_OVERRIDES: dict[str, dict] = {
         "n_heads": 2,
         "max_history": 6,
     },
+    "CEMG": {
+        "embedding_size": 4,
+        "rq_levels": 2,
+        "rq_codebook_size": 8,
+        "rq_hidden_sizes": [8],
+        "rq_latent_dim": 4,
+        "t5_d_model": 8,
+        "t5_d_ff": 16,
+        "t5_layers": 1,
+        "t5_heads": 2,
+        "beam_size": 5,
+        "history_length": 5,
+    },
 }
 
 

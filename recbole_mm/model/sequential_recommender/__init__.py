@@ -1,5 +1,6 @@
 """Sequential (next-item) recommenders."""
 
+from recbole_mm.model.sequential_recommender.cemg import CEMG
 from recbole_mm.model.sequential_recommender.imecd import IMECD
 
-__all__: list[str] = ["IMECD"]
+__all__: list[str] = ["CEMG", "IMECD"]

@@ -1,0 +1,300 @@
+"""CEMG: stages on tiny-mm, tokenisation, constrained generation, stage resume, CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, tiny_config
+from recbole.utils import init_seed
+
+from recbole_mm.config import Config
+from recbole_mm.model.layers.quantizer import ResidualQuantizer
+from recbole_mm.model.sequential_recommender.cemg import (
+    CEMG,
+    _reassign_last_level,
+    diversity_loss,
+    evaluate_cold_start,
+)
+from recbole_mm.trainer.multistage import MultiStageTrainer
+from recbole_mm.utils import create_dataset, data_preparation
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = {
+    "embedding_size": 4,
+    "rq_levels": 2,
+    "rq_codebook_size": 8,
+    "rq_hidden_sizes": [8],
+    "rq_latent_dim": 4,
+    "t5_d_model": 8,
+    "t5_d_ff": 16,
+    "t5_layers": 1,
+    "t5_heads": 2,
+    "beam_size": 5,
+    "history_length": 5,
+    "stage_epochs": {"collab": 1, "tokenizer": 2, "generator": 1},
+}
+
+
+def _setup(tiny_root, tmp_path=None, **overrides):
+    options = {**SMALL, **overrides}
+    if tmp_path is not None:
+        options["checkpoint_dir"] = str(tmp_path / "saved")
+    config = Config(model="CEMG", dataset=TINY, config_dict=tiny_config(tiny_root, **options))
+    train, valid, test = data_preparation(config, create_dataset(config))
+    return config, train, valid, test
+
+
+def _model(config, train, seed=0):
+    init_seed(seed, True)
+    return CEMG(config, train._dataset)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_root, tmp_path_factory):
+    """One full three-stage run on tiny-mm, 1-2 epochs per stage."""
+    tmp = tmp_path_factory.mktemp("cemg")
+    config, train, valid, test = _setup(tiny_root, tmp)
+    model = _model(config, train)
+    trainer = MultiStageTrainer(config, model)
+    trainer.fit(train, valid, saved=True, show_progress=False)
+    result = trainer.evaluate(test, load_best_model=True, show_progress=False)
+    return config, model, trainer, (train, valid, test), result
+
+
+def test_three_stages_train_and_evaluate(trained):
+    config, model, trainer, _, result = trained
+    assert set(result) == {"recall@5", "ndcg@5"}
+    assert all(0.0 <= v <= 1.0 for v in result.values())
+    for stage in model.stages:
+        assert Path(trainer.stage_checkpoint_file(stage)).is_file()
+    report = model.tokenization_report
+    assert report["after"]["collision_rate"] == 0.0
+    assert len(report["before"]["usage_per_level"]) == config["rq_levels"]
+
+
+def test_codes_unique_and_generation_valid(trained):
+    config, model, _, (_, _, test), _ = trained
+    codes = model.item_codes
+    assert (codes[0] == -1).all()
+    assert (codes[1:] >= 0).all() and (codes[1:] < config["rq_codebook_size"]).all()
+    assert torch.unique(codes[1:], dim=0).shape[0] == model.n_items - 1
+    interaction = next(iter(test))[0]
+    model.eval()
+    with torch.no_grad():
+        scores = model.full_sort_predict(interaction)
+    finite = torch.isfinite(scores)
+    assert (finite.sum(1) == config["beam_size"]).all()  # 29 valid items > 5 beams
+    assert not finite[:, 0].any()
+    # Every generated item decodes through the trie to itself.
+    rows, items = finite.nonzero(as_tuple=True)
+    assert torch.equal(model.trie.items(codes[items]), items)
+    # The Eq. 6 score of a generated item is its codes' summed log-probability.
+    scored = interaction[rows[:5].tolist()]
+    scored.update(type(interaction)({model.ITEM_ID: items[:5]}))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.predict(scored), scores[rows[:5], items[:5]], atol=1e-4, rtol=0
+        )
+
+
+def test_hf_generate_agrees_with_shared_constrained_search(tiny_root, trained):
+    config, model, _, (_, _, test), _ = trained
+    interaction = next(iter(test))[0]
+    model.eval()
+    with torch.no_grad():
+        hf = model.full_sort_predict(interaction)
+        model.generation_backend = "shared"
+        try:
+            shared = model.full_sort_predict(interaction)
+        finally:
+            model.generation_backend = "hf"
+    assert torch.equal(torch.isfinite(hf), torch.isfinite(shared))
+    torch.testing.assert_close(hf, shared, atol=1e-4, rtol=0)
+
+
+def test_each_stage_resumes_from_its_checkpoint(tiny_root, trained, tmp_path):
+    config, model, trainer, (train, valid, test), _ = trained
+    # Tokenizer checkpoint + train_stage=generator: the codes come from the loaded tokenizer.
+    cfg, train2, valid2, _ = _setup(
+        tiny_root,
+        tmp_path,
+        train_stage="generator",
+        pre_model_path=trainer.stage_checkpoint_file("tokenizer"),
+    )
+    other = _model(cfg, train2, seed=5)
+    MultiStageTrainer(cfg, other).fit(train2, valid2, saved=True, show_progress=False)
+    assert torch.equal(other.item_codes, model.item_codes)
+    # Collab checkpoint + train_stage=tokenizer: the collaborative weights are the loaded ones.
+    cfg, train3, valid3, _ = _setup(
+        tiny_root,
+        tmp_path,
+        train_stage="tokenizer",
+        pre_model_path=trainer.stage_checkpoint_file("collab"),
+    )
+    third = _model(cfg, train3, seed=6)
+    MultiStageTrainer(cfg, third).fit(train3, valid3, saved=True, show_progress=False)
+    collab = torch.load(trainer.stage_checkpoint_file("collab"), weights_only=True)["state_dict"]
+    assert torch.equal(third.item_embedding.weight, collab["item_embedding.weight"])
+    assert torch.equal(third.fusion.query.weight, collab["fusion.query.weight"])
+    assert not torch.equal(third.rq_encoder[0].weight, collab["rq_encoder.0.weight"])
+
+
+def test_stage_switch_freezes_the_others(tiny_root):
+    config, train, _, _ = _setup(tiny_root)
+    model = _model(config, train)
+    batch = next(iter(train))
+    for stage, part in (
+        ("collab", model.fusion),
+        ("tokenizer", model.quantizer),
+        ("generator", model.generator),
+    ):
+        model.set_stage(stage)
+        model.prepare_stage(stage, train)
+        trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+        assert trainable == {n for n, p in model.named_parameters() if _inside(model, n, stage)}
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters())
+        model.zero_grad()
+    with pytest.raises(ValueError, match="unknown stage"):
+        model.set_stage("llm")
+
+
+def _inside(model, name, stage):
+    prefixes = {
+        "collab": ("user_embedding", "item_embedding", "fusion"),
+        "tokenizer": ("rq_encoder", "quantizer", "rq_decoder"),
+        "generator": ("generator",),
+    }[stage]
+    return name.startswith(prefixes)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"use_collab": False},
+        {"use_visual": False},
+        {"use_textual": False},
+        {"generator_backbone": "decoder"},
+        {"collision_policy": "append"},
+    ],
+    ids=["wo_collab", "wo_image", "wo_text", "wo_llm", "append"],
+)
+def test_ablations_build_and_run(tiny_root, overrides):
+    config, train, _, test = _setup(tiny_root, **overrides)
+    model = _model(config, train)
+    for stage in model.stages:
+        model.set_stage(stage)
+        model.prepare_stage(stage, train)
+        loss = model.calculate_loss(next(iter(train)))
+        assert torch.isfinite(loss)
+    model.eval()
+    with torch.no_grad():
+        scores = model.full_sort_predict(next(iter(test))[0])
+    assert (torch.isfinite(scores).sum(1) == config["beam_size"]).all()
+    width = model.tokenizer_input.shape[1]
+    expected = 4 * (int(overrides.get("use_collab", True)) + 1)
+    assert width == expected
+
+
+def test_bad_configuration(tiny_root):
+    with pytest.raises(ValueError, match=r"modality_roles\['visual'\] = 'photo'"):
+        config, train, _, _ = _setup(
+            tiny_root, modality_roles={"visual": "photo", "textual": "text"}
+        )
+        _model(config, train)
+    config, train, _, _ = _setup(tiny_root, beam_size=3)
+    with pytest.raises(ValueError, match="beam_size = 3"):
+        _model(config, train)
+    config, train, _, _ = _setup(tiny_root, collision_policy="drop")
+    with pytest.raises(ValueError, match="collision_policy = 'drop'"):
+        _model(config, train)
+    config, train, _, _ = _setup(tiny_root, embedding_size=7)
+    with pytest.raises(ValueError, match="embedding_size = 7"):
+        _model(config, train)
+
+
+def test_diversity_loss_keeps_codes_in_use():
+    """Codebooks started in a corner of the space: without the diversity term few codes catch
+    the data; with it, more codes are used after the same training."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(32, 8, generator=g) * 3
+    x = centres[torch.randint(32, (400,), generator=g)] + 0.1 * torch.randn(400, 8, generator=g)
+    x = x + 2.0
+    usage = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(1)
+        quantizer = ResidualQuantizer(n_levels=1, codebook_size=32, dim=8, kmeans_init=False)
+        optimizer = torch.optim.Adam(quantizer.parameters(), lr=0.05)
+        for _ in range(100):
+            _, _, loss = quantizer(x)
+            div = diversity_loss(quantizer.codebooks, quantizer.residuals(x), temperature=0.1)
+            (loss + weight * div).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        usage[weight] = torch.unique(quantizer.encode(x)).numel()
+    assert usage[1.0] >= usage[0.0] + 5  # 21 against 13 codes of 32
+
+
+def test_diversity_loss_bounds():
+    books = torch.eye(4)[None]  # one level, 4 codes
+    spread = diversity_loss(books, torch.eye(4)[None].repeat(1, 25, 1), temperature=0.01)
+    collapsed = diversity_loss(books, torch.eye(4)[None, :1].repeat(1, 100, 1), temperature=0.01)
+    assert spread < 0.01 and collapsed > 0.9
+
+
+def test_reassign_last_level_resolves_collisions():
+    codes = torch.tensor([[0, 1], [0, 1], [0, 1], [1, 1], [0, 2]])
+    residuals = torch.zeros(2, 5, 2)
+    residuals[1, 1] = torch.tensor([3.0, 0.0])  # nearest last-level code: 3
+    books = torch.zeros(2, 4, 2)
+    books[1] = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [3.0, 0.0]])
+    books[0] = torch.tensor([[0.0, 0.0], [5.0, 5.0], [9.0, 9.0], [-9.0, 9.0]])
+    popularity = torch.tensor([1, 5, 9, 1, 1])
+    out = _reassign_last_level(codes, residuals, books, popularity)
+    assert out[2].tolist() == [0, 1]  # the most popular keeps its codes
+    assert out[1].tolist() == [0, 3]  # nearest free code under prefix (0,)
+    assert out[0, 0] == 0 and out[0, 1] not in (1, 2, 3)
+    assert torch.unique(out, dim=0).shape[0] == 5
+    assert torch.equal(out[3:], codes[3:])
+    # Prefix (0,) full: the first code moves to the nearest other one with room.
+    crowded = torch.tensor([[0, 0], [0, 1], [0, 2], [0, 3], [0, 3]])
+    out = _reassign_last_level(crowded, torch.zeros(2, 5, 2), books, torch.arange(5, 0, -1))
+    assert out[:4].tolist() == crowded[:4].tolist()
+    assert out[4, 0] == 1 and torch.unique(out, dim=0).shape[0] == 5
+
+
+def test_cold_start_evaluation_matches_recbole(trained):
+    config, model, trainer, (train, _, test), result = trained
+    report = evaluate_cold_start(model, train, test, max_interactions=5, topk=(5,))
+    assert report["n_overall"] == len(test._dataset)
+    # RecBole's Recall@5 under leave-one-out is Hit@5; its NDCG@5 is ours.
+    assert report["overall"]["hit@5"] == pytest.approx(result["recall@5"], abs=1e-4)
+    assert report["overall"]["ndcg@5"] == pytest.approx(result["ndcg@5"], abs=1e-4)
+    assert 0 <= report["n_cold"] <= report["n_overall"]
+
+
+def test_cli_end_to_end(tiny_root, tmp_path):
+    import yaml
+
+    options = tiny_config(tiny_root, **SMALL, checkpoint_dir=str(tmp_path / "saved"))
+    (tmp_path / "cemg.yaml").write_text(yaml.safe_dump(options))
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "run_recbole_mm.py"),
+            "--model=CEMG",
+            f"--dataset={TINY}",
+            f"--config_files={tmp_path / 'cemg.yaml'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list((tmp_path / "saved").glob("CEMG-tiny-mm-generator.pth"))
