@@ -61,6 +61,12 @@ class ToyTwoStage(GeneralRecommender):
         return (self.user(interaction[self.USER_ID]) @ self.item.weight.T).reshape(-1)
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(run_in_tmp):
+    """RecBole writes log/ and log_tensorboard/ into the working folder: keep them out."""
+    return run_in_tmp
+
+
 @pytest.fixture
 def toy(monkeypatch):
     """ToyTwoStage registered as one of our models for this test only."""
