@@ -3,6 +3,8 @@ configuration errors, and the ablation switches."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import TINY, tiny_config
@@ -16,6 +18,7 @@ from recbole_mm.model.general_recommender.mmgrec import (
 )
 from recbole_mm.utils import create_dataset, data_preparation
 
+REPO = Path(__file__).resolve().parents[2]
 TINY_MMGREC = {
     "codebook_size": 4,
     "n_semantic_levels": 2,
@@ -149,7 +152,7 @@ def test_generator_loss_excludes_target_from_input(tiny, monkeypatch):
 def test_beam_search_matches_teacher_forcing_and_excludes_training_items(tiny):
     config, train, test = tiny
     model = _trained_tokenizer(config, train).eval()
-    user = next(iter(test))[0][model.USER_ID]
+    user = next(iter(test))[0][model.USER_ID][:6]
     n_real = model.n_items - 1
     with torch.no_grad():
         items, scores = model.generate(user, beam_size=n_real + 3)  # more beams than items
@@ -227,3 +230,111 @@ def test_capacity_and_collision_group_limits(tiny_root, monkeypatch):
     )
     with pytest.raises(ValueError, match="30 items share one semantic code tuple"):
         model.prepare_stage("generator", train)
+
+
+def test_prepare_stage_is_idempotent_until_the_tokenizer_retrains(tiny):
+    config, train, _ = tiny
+    model = _trained_tokenizer(config, train)
+    rec_ids = model.rec_ids.clone()
+    with torch.no_grad():
+        model.item_embedding.weight.add_(1.0)  # as if fine-tuned by the generator
+    model.prepare_stage("generator", train)  # a resumed generator keeps its Rec-IDs and inputs
+    assert torch.equal(model.rec_ids, rec_ids)
+    assert (model.item_embedding.weight[1:] != model.graph_forward()[1][1:]).all()
+    model.set_stage("tokenizer")
+    model.set_stage("generator")
+    model.prepare_stage("generator", train)  # retrained tokenizer: assigned again
+    torch.testing.assert_close(model.item_embedding.weight[1:], model.graph_forward()[1][1:])
+
+
+def _stage_config(tiny_root, folder, **overrides):
+    return tiny_config(
+        tiny_root,
+        **{
+            **TINY_MMGREC,
+            "checkpoint_dir": str(folder),
+            "stage_epochs": {"tokenizer": 1, "generator": 1},
+            "eval_step": 1,
+            **overrides,
+        },
+    )
+
+
+def test_each_stage_runs_alone_and_resumes_from_its_checkpoint(tiny_root, run_in_tmp):
+    from recbole_mm.quick_start import load_data_and_model, run_recbole_mm
+    from recbole_mm.trainer.multistage import stage_checkpoint_path
+
+    folder = run_in_tmp / "saved"
+    first = run_recbole_mm(
+        "MMGRec", TINY, config_dict=_stage_config(tiny_root, folder, train_stage="tokenizer")
+    )
+    assert first["test_result"] is None  # stopped before the generator
+    tokenizer = stage_checkpoint_path(str(folder), "MMGRec", TINY, "tokenizer")
+    state = torch.load(tokenizer, weights_only=True)
+    assert state["stage"] == "tokenizer" and not bool(state["state_dict"]["rec_ids_assigned"])
+
+    second = run_recbole_mm(
+        "MMGRec",
+        TINY,
+        config_dict=_stage_config(
+            tiny_root, folder, train_stage="generator", pre_model_path=tokenizer
+        ),
+    )
+    assert second["test_result"] is not None
+    generator = stage_checkpoint_path(str(folder), "MMGRec", TINY, "generator")
+    trained = torch.load(generator, weights_only=True)["state_dict"]
+    # The generator's Rec-IDs come from the tokenizer checkpoint's weights.
+    _, model, _, _, _, test = load_data_and_model(tokenizer)
+    model.prepare_stage("generator")
+    assert torch.equal(model.rec_ids, trained["rec_ids"])
+    torch.testing.assert_close(model.quantizer.codebooks, trained["quantizer.codebooks"])
+
+    # Resuming the generator keeps its Rec-IDs and trained weights, and evaluates.
+    third = run_recbole_mm(
+        "MMGRec",
+        TINY,
+        config_dict=_stage_config(
+            tiny_root,
+            folder,
+            train_stage="generator",
+            pre_model_path=generator,
+            stage_epochs={"tokenizer": 1, "generator": 2},
+        ),
+    )
+    assert third["test_result"] is not None
+    _, reloaded, _, _, _, test = load_data_and_model(third["checkpoint"])
+    assert torch.equal(reloaded.rec_ids, trained["rec_ids"])
+    interaction = next(iter(test))[0]
+    with torch.no_grad():
+        scores = reloaded.eval().full_sort_predict(interaction)
+    assert scores.isfinite().sum(1).eq(reloaded.beam_size).all()
+
+
+@pytest.mark.slow
+def test_end_to_end_through_the_cli(tiny_root, run_in_tmp):
+    import subprocess
+    import sys
+
+    import yaml
+
+    settings = _stage_config(tiny_root, run_in_tmp / "saved", state="INFO")
+    (run_in_tmp / "tiny.yaml").write_text(yaml.safe_dump(settings))
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "run_recbole_mm.py"),
+            "--model=MMGRec",
+            f"--dataset={TINY}",
+            "--config_files=tiny.yaml",
+        ],
+        cwd=run_in_tmp,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    assert "MMGRec Rec-IDs: collision rate" in output
+    assert "test result" in output.lower()
+    for stage in ("tokenizer", "generator"):
+        assert (run_in_tmp / "saved" / f"MMGRec-{TINY}-{stage}.pth").is_file()

@@ -298,6 +298,8 @@ class MMGRec(GeneralRecommender):
         self.token_embeddings = nn.ModuleList(nn.Embedding(v, d) for v in self.vocab_sizes[:-1])
         self.heads = nn.ModuleList(nn.Linear(d, v) for v in self.vocab_sizes)
         self.register_buffer("rec_ids", self._digit_rec_ids())  # [n_items, M], row 0 = -1
+        # Set once the tokenizer's Rec-IDs are in place; a resumed generator keeps them.
+        self.register_buffer("rec_ids_assigned", torch.tensor(False))
 
         # parameters initialization
         self.apply(xavier_normal_initialization)
@@ -318,6 +320,7 @@ class MMGRec(GeneralRecommender):
             raise ValueError(f"MMGRec stage {stage!r} must be one of {list(STAGES)}.")
         self.stage = stage
         if stage == "tokenizer":
+            self.rec_ids_assigned.fill_(False)  # a (re)trained tokenizer needs new Rec-IDs
             trainable = [
                 self.user_embedding,
                 self.item_cf_embedding,
@@ -337,8 +340,12 @@ class MMGRec(GeneralRecommender):
         self.bos.requires_grad_(stage == "generator")
 
     def prepare_stage(self, stage: str, train_data=None) -> None:
-        """Before the generator trains: assign Rec-IDs with the trained tokenizer."""
-        if stage == "generator":
+        """Before the generator trains: assign Rec-IDs with the trained tokenizer.
+
+        Idempotent: when the Rec-IDs are already assigned (a generator checkpoint being
+        resumed), they and the copied representations are kept as they are.
+        """
+        if stage == "generator" and not bool(self.rec_ids_assigned):
             self.assign_rec_ids()
 
     @torch.no_grad()
@@ -371,6 +378,7 @@ class MMGRec(GeneralRecommender):
             )
         after = collision_report(rec_ids)
         self.rec_ids.copy_(rec_ids)
+        self.rec_ids_assigned.fill_(True)
         self.user_vectors.copy_(user_repr)
         if self.encoder_input == "graph":
             self.item_embedding.weight.copy_(item_repr)

@@ -119,22 +119,26 @@ class RelationAwareSelfAttention(nn.Module):
         q = _heads(self.query(x), self.n_heads)  # [B, H, N, dh]
         k = _heads(self.key(x), self.n_heads)
         v = _heads(self.value(x), self.n_heads)
-        logits = q @ k.transpose(-1, -2)  # [B, H, N, N]
+        scale = 1.0 / math.sqrt(self.head_dim)
+        bias = None  # additive term of the logits, [B, 1, N, N]
         if self.relation_aware:
             if user is None:
                 raise ValueError("relation-aware self-attention needs the user vectors `user`")
-            scale = self.user_scale(user)  # [B, 3]: s_Q, s_K, s_V (Eq. 18)
-            user_q = self.user_query(x) * scale[:, 0, None, None]  # e_i W_u^Q  [B, N, dh]
-            user_k = self.user_key(x) * scale[:, 1, None, None]  # e_j W_u^K
-            position = self.user_value(x) * scale[:, 2, None, None]  # p_j^u (Eq. 14)
-            logits = logits + (user_q @ user_k.transpose(-1, -2)).unsqueeze(1)  # Eq. 17
+            s = self.user_scale(user)  # [B, 3]: s_Q, s_K, s_V (Eq. 18)
+            user_q = self.user_query(x) * (s[:, 0, None, None] * scale)  # e_i W_u^Q / sqrt(d)
+            user_k = self.user_key(x) * s[:, 1, None, None]  # e_j W_u^K
+            position = self.user_value(x) * s[:, 2, None, None]  # p_j^u (Eq. 14)
+            bias = (user_q @ user_k.transpose(-1, -2)).unsqueeze(1)  # second term of Eq. 17
             v = v + position.unsqueeze(1)  # e_j W^V + p_j^u (Eq. 15)
-        logits = logits / math.sqrt(self.head_dim)
         padding_mask = _usable_padding(padding_mask)
         if padding_mask is not None:
-            logits = logits.masked_fill(padding_mask[:, None, None, :], float("-inf"))
-        alpha = self.dropout(torch.softmax(logits, dim=-1))  # Eq. 16
-        return self.out(_merge(alpha @ v))  # Eq. 15 per head, concatenated  [B, N, D]
+            pad = torch.zeros(padding_mask.shape, dtype=x.dtype, device=x.device)
+            pad = pad.masked_fill(padding_mask, float("-inf"))[:, None, None, :]  # [B, 1, 1, N]
+            bias = pad if bias is None else bias + pad
+        # Eq. 16-17 and 15 (softmax of the scaled logits plus the user term, applied to values)
+        p = self.dropout.p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=p, scale=scale)
+        return self.out(_merge(out))  # heads concatenated, projected  [B, N, D]
 
 
 class RelationAwareEncoderLayer(nn.Module):
