@@ -33,6 +33,9 @@ Deviations:
     - Eq. 10's softmax over a single similarity is identically 1; we read it as a two-way
       softmax between using C_f and not (a sigmoid gate per node, learnable temperature), which
       depends on the node only, not on the batch.
+    - ``gtc_standardize`` (off by default) diffuses ``C_0`` divided by its per-column RMS, as
+      latent diffusion rescales its latents: the embeddings are ~20x smaller than the unit noise,
+      so without it the forward process erases the content at all but the first steps.
     - L_CON (Eq. 9) sums the anchors' losses over the batch's distinct positive items; the L2
       term regularises the batch's ID embeddings (RecBole's LightGCN convention).
 """
@@ -96,6 +99,7 @@ class GTC(GeneralRecommender):
         self.tc_temperature = config["gtc_tc_temperature"]
         self.tc_normalize = config["gtc_tc_normalize"]
         self.clip_x0 = config["gtc_clip_x0"]
+        self.standardize = config["gtc_standardize"]
         self.seed = config["seed"]
         n_steps = config["gtc_diffusion_steps"]
         self._validate(config, n_steps)
@@ -203,8 +207,16 @@ class GTC(GeneralRecommender):
         s, *contents = outputs.split(self.embedding_size, dim=1)
         return s, contents
 
+    def _scale(self, c0) -> torch.Tensor:
+        """Per-column scale of the diffusion space: the RMS of ``C_0`` (``gtc_standardize``) or 1."""
+        if not self.standardize:
+            return c0.new_ones(c0.shape[1])
+        return c0.detach().pow(2).mean(dim=0).sqrt().clamp(min=1e-8)  # [d]
+
     def _generate(self, name, s, c0, *, sampler, n_steps, generator=None) -> torch.Tensor:
         """Eq. 5: user-aware content ``C_bar_0`` by the reverse process conditioned on ``S``."""
+        scale = self._scale(c0)
+        c0 = c0 / scale
         noise = torch.randn(c0.shape, generator=generator, device=c0.device, dtype=c0.dtype)
         if self.sample_start == "content":
             last = torch.full((c0.shape[0],), self.schedule.n_steps - 1, device=c0.device)
@@ -220,10 +232,12 @@ class GTC(GeneralRecommender):
         # untrained eps prediction is amplified by sqrt((1 - abar_T) / abar_T) (12x at T = 500).
         clip = c0.detach().abs().amax(dim=0) if self.clip_x0 else None
         if sampler == "ddpm":
-            return ddpm_sample(denoise, self.schedule, x_t, generator=generator, clip_x0=clip)
-        return ddim_sample(
-            denoise, self.schedule, x_t, n_steps=n_steps, generator=generator, clip_x0=clip
-        )
+            out = ddpm_sample(denoise, self.schedule, x_t, generator=generator, clip_x0=clip)
+        else:
+            out = ddim_sample(
+                denoise, self.schedule, x_t, n_steps=n_steps, generator=generator, clip_x0=clip
+            )
+        return out * scale
 
     def _fuse(self, s, contents) -> torch.Tensor:
         """Eq. 10 (``gtc_fusion: gate``) or concatenation (the ablations' 'Base')."""
@@ -297,7 +311,7 @@ class GTC(GeneralRecommender):
             for name, c0 in zip(self.modalities, contents_b):
                 t = self.schedule.sample_timesteps(c0.shape[0])
                 eps = torch.randn_like(c0)
-                c_t = self.schedule.q_sample(c0.detach(), t, eps)  # Eq. 3
+                c_t = self.schedule.q_sample(c0.detach() / self._scale(c0), t, eps)  # Eq. 3
                 gen_loss = gen_loss + F.mse_loss(self.denoisers[name](c_t, t, s_b), eps)  # Eq. 4
         views = self._content_views(s_b, contents_b, sampler="ddim", n_steps=self.train_steps)
         fused = self._fuse(s_b, views)
