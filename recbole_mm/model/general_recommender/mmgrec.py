@@ -198,6 +198,7 @@ class MMGRec(GeneralRecommender):
                 raise ValueError(f"{key} = {config[key]!r} must be one of {list(allowed)}.")
         self.finetune_item_embedding = config["finetune_item_embedding"]
         self.exclude_history = config["exclude_history"]
+        self.dead_code_reset = config["rqvae_dead_code_reset"]
         for key in ("embedding_size", "n_semantic_levels", "codebook_size", "max_history"):
             if config[key] is None or config[key] < 1:
                 raise ValueError(f"{key} = {config[key]} must be a positive integer.")
@@ -421,9 +422,28 @@ class MMGRec(GeneralRecommender):
             neg = (u * item_repr[interaction[self.NEG_ITEM_ID]]).sum(-1)
             return self.bpr_loss(pos, neg)
         x = self._rqvae_inputs(item_repr.detach())[1:]  # every real item
-        quantized, _, quantizer_loss = self.quantizer(self.rqvae_encoder(x))  # Eq. 6-8
+        z = self.rqvae_encoder(x)  # Eq. 6
+        quantized, codes, quantizer_loss = self.quantizer(z)  # Eq. 7-8
         reconstruction = self.rqvae_decoder(quantized)  # Eq. 9 (straight-through)
+        if self.dead_code_reset:
+            self._reseed_dead_codes(z.detach(), codes)
         return F.mse_loss(reconstruction, x) + quantizer_loss  # L_rqvae of Eq. 10
+
+    @torch.no_grad()
+    def _reseed_dead_codes(self, z: torch.Tensor, codes: torch.Tensor) -> None:
+        """Move every code no item chose to a random item's residual at that level.
+
+        The graph's output drifts while the RQ-VAE trains (Eq. 10's alternation); codes left
+        behind by the drift get no gradient and would stay dead, collapsing a level to a few
+        codes and raising collisions. Re-seeding is common VQ practice; the paper is silent.
+        """
+        residuals = self.quantizer.residuals(z)  # [levels, N, latent]
+        for level in range(self.n_levels):
+            dead = torch.bincount(codes[:, level], minlength=self.codebook_size) == 0
+            n_dead = int(dead.sum())
+            if n_dead:
+                rows = torch.randint(z.shape[0], (n_dead,), device=z.device)
+                self.quantizer.codebooks.data[level, dead] = residuals[level, rows]
 
     # -- Rec-ID generation (Sec. 4.3) --------------------------------------------------------
     def _subsample(self, history: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
