@@ -338,3 +338,19 @@ def test_end_to_end_through_the_cli(tiny_root, run_in_tmp):
     assert "test result" in output.lower()
     for stage in ("tokenizer", "generator"):
         assert (run_in_tmp / "saved" / f"MMGRec-{TINY}-{stage}.pth").is_file()
+
+
+def test_dead_codes_are_reseeded_at_residuals(tiny):
+    config, train, _ = tiny
+    model = _model(config, train)
+    z = torch.randn(10, 4)
+    with torch.no_grad():
+        model.quantizer.codebooks.fill_(0.0)
+        model.quantizer.codebooks[:, 3] = 1e6  # never chosen
+    codes = model.quantizer.encode(z)
+    assert not (codes == 3).any()
+    model._reseed_dead_codes(z, codes)
+    residuals = model.quantizer.residuals(z)
+    for level in range(2):
+        new = model.quantizer.codebooks[level, 3]
+        assert (residuals[level] - new).abs().sum(1).min() < 1e-6
