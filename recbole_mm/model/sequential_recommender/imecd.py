@@ -30,8 +30,12 @@ Deviations (the paper is silent unless said otherwise):
       selection MLP is Linear(L d, d) - GELU - Linear(d, Z) (DiQDiff-style, width not given).
     - Eq. 15 has no temperature; ``cl_temperature`` (default 1, the paper's form) divides the
       cosine similarities (DiQDiff uses 0.07). The sum in Eq. 15 includes ``x0_hat`` itself.
-    - Eq. 14 is the squared L2 norm summed over the dimensions, averaged over the batch; the
-      target ``x0`` is not detached. Each branch draws its own timesteps and noise.
+    - Eq. 14 is the squared L2 norm summed over the dimensions, averaged over the batch, with
+      the target ``x0`` detached (stop-gradient): only the cross-entropy shapes the item
+      representations. With gradients through ``x0`` as well, L_r pulls every target towards
+      the predictions and the ranking collapses (ml-100k-mm: validation NDCG@10 0.018 against
+      0.025 after one epoch; docs/models/IMECD.md). Each branch draws its own timesteps and
+      noise.
     - Evaluation noise (``x_T`` and the per-step noise of Eq. 18) comes from a
       ``torch.Generator`` seeded with ``seed`` and re-seeded whenever the model enters eval
       mode, so that every evaluation of the same weights gives the same scores.
@@ -322,7 +326,8 @@ class IMECD(SequentialRecommender):
             x_t = self.schedule.q_sample(x0, t, torch.randn_like(x0))  # Eq. 11-12
             x0_hat = self.denoisers[m](x_t, t, conds[m], attn_mask)  # Eq. 13
             ce = ce + F.cross_entropy(x0_hat @ reps[m].T, target)  # Eq. 20-21
-            rec = rec + (x0 - x0_hat).square().sum(-1).mean()  # Eq. 14
+            # Eq. 14 against a stop-gradient target: through x0 it collapses the embeddings.
+            rec = rec + (x0.detach() - x0_hat).square().sum(-1).mean()
             if self.lambda_c > 0:
                 cl = cl + contrastive_loss(x0_hat, temperature=self.cl_temperature)  # Eq. 15
         if self.lambda_c > 0:
