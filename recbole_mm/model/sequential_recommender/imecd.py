@@ -33,7 +33,7 @@ Deviations (the paper is silent unless said otherwise):
     - Eq. 14 is the squared L2 norm summed over the dimensions, averaged over the batch, with
       the target ``x0`` detached (stop-gradient): only the cross-entropy shapes the item
       representations. With gradients through ``x0`` as well, L_r pulls every target towards
-      the predictions and the ranking collapses (ml-100k-mm: validation NDCG@10 0.018 against
+      the predictions and the ranking collapses (ml-100k-mm: validation NDCG@10 0.017 against
       0.025 after one epoch; docs/models/IMECD.md). Each branch draws its own timesteps and
       noise.
     - Evaluation noise (``x_T`` and the per-step noise of Eq. 18) comes from a
