@@ -36,6 +36,11 @@ Deviations:
     - ``gtc_standardize`` (off by default) diffuses ``C_0`` divided by its per-column RMS, as
       latent diffusion rescales its latents: the embeddings are ~20x smaller than the unit noise,
       so without it the forward process erases the content at all but the first steps.
+    - Both samplers clamp each x0 estimate to the per-column range of C_0 (``gtc_clip_x0``,
+      DDPM's clip_denoised): at t = T an eps error is amplified 12x (T = 500).
+    - Ablations: "Base w/ DN" and "Base w/ TC" keep Base's concatenation (each adds one part to
+      Base), although Sec. 4.3 also calls Base w/ TC "GTC removing denoising".
+    - Per-dataset T, w1, w2 come from Sec. 4.7 (Sports T = 300; Sec. 4.1 says 500).
     - L_CON (Eq. 9) sums the anchors' losses over the batch's distinct positive items; the L2
       term regularises the batch's ID embeddings (RecBole's LightGCN convention).
 """
