@@ -5,7 +5,7 @@ and seed as the run that wrote it) and reports Hit@k / NDCG@k on every test row 
 whose target item has at most ``--max_interactions`` training interactions::
 
     python benchmarks/cemg_cold_start.py \
-        benchmark_results/cemg-ml100k/checkpoints/*/*.pth --max_interactions=5
+        <best checkpoint of each run> --max_interactions=5
 
 Works for any sequential model with ``full_sort_predict`` (CEMG, SASRec, GRU4Rec, ...). Writes
 ``--out`` (JSON) and prints a Markdown table.
