@@ -314,8 +314,8 @@ def test_rqvae_round_trip_reconstructs_items(tiny_root):
             return float((model.rq_decoder(model.quantizer.decode(codes)) - x).pow(2).mean())
 
     before = round_trip_error()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.01)
-    for _ in range(150):
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.02)
+    for _ in range(50):
         loss = model.calculate_loss(None)
         optimizer.zero_grad()
         loss.backward()
