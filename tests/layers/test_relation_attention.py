@@ -91,7 +91,7 @@ def test_user_changes_attention_only_when_relation_aware():
         assert not torch.allclose(aware(x, u1), aware(x, u2))
         plain = _layer(relation_aware=False)
         torch.testing.assert_close(plain(x, u1), plain(x, u2))
-        assert not hasattr(plain, "user_scale")
+        assert plain.state_dict().keys() == aware.state_dict().keys()  # checkpoints interchange
     with pytest.raises(ValueError, match="user"):
         aware(x)
 

@@ -62,7 +62,8 @@ class RelationAwareSelfAttention(nn.Module):
 
     computed for all ``i`` at once as Eq. 19; the heads' outputs are concatenated and projected
     back to ``d_model``. The paper gives every head the full width (``head_dim = d_model``);
-    ``relation_aware=False`` drops the user terms (standard attention).
+    ``relation_aware=False`` drops the user terms (standard attention; the user parameters
+    still exist, unused, so that state dicts match).
 
     Args:
         d_model: width D of the input and output.
@@ -99,16 +100,15 @@ class RelationAwareSelfAttention(nn.Module):
         self.value = nn.Linear(d_model, width, bias=False)  # W^V
         self.out = nn.Linear(width, d_model)
         self.dropout = nn.Dropout(dropout)
-        if relation_aware:
-            # U^Q, U^K, U^V of Eq. 18, shared across heads.
-            self.user_query = nn.Linear(d_model, self.head_dim, bias=False)
-            self.user_key = nn.Linear(d_model, self.head_dim, bias=False)
-            self.user_value = nn.Linear(d_model, self.head_dim, bias=False)
-            user_dim = user_dim or d_model
-            # Eq. 18: MLP(h_u) -> one scalar per matrix (s_Q, s_K, s_V).
-            self.user_scale = nn.Sequential(
-                nn.Linear(user_dim, d_model), nn.ReLU(), nn.Linear(d_model, 3)
-            )
+        # U^Q, U^K, U^V of Eq. 18, shared across heads. Built (unused) without relation
+        # awareness too, so that checkpoints load across the switch (ablations share a tokenizer).
+        self.user_query = nn.Linear(d_model, self.head_dim, bias=False)
+        self.user_key = nn.Linear(d_model, self.head_dim, bias=False)
+        self.user_value = nn.Linear(d_model, self.head_dim, bias=False)
+        # Eq. 18: MLP(h_u) -> one scalar per matrix (s_Q, s_K, s_V).
+        self.user_scale = nn.Sequential(
+            nn.Linear(user_dim or d_model, d_model), nn.ReLU(), nn.Linear(d_model, 3)
+        )
 
     def forward(
         self,
