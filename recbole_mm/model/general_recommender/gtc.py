@@ -43,6 +43,12 @@ Deviations:
     - Per-dataset T, w1, w2 come from Sec. 4.7 (Sports T = 300; Sec. 4.1 says 500).
     - L_CON (Eq. 9) sums the anchors' losses over the batch's distinct positive items; the L2
       term regularises the batch's ID embeddings (RecBole's LightGCN convention).
+
+Known limitation (measured, docs/models/GTC.md): on ml-100k-mm the denoisers do not learn
+within a short budget (the content embeddings are ~20x smaller than the unit noise), so the
+generated content is clamped noise. With two content modalities the gate's product keeps it
+small next to S; with one content modality, or with the concatenating "Base w/ DN" ablation, it
+swamps S and the ranking collapses.
 """
 
 from __future__ import annotations
