@@ -249,9 +249,54 @@ def write_build_record(folder: str | Path, name: str, record: dict) -> Path:
     return path
 
 
+def finish_benchmark_import(
+    folder: Path,
+    name: str,
+    *,
+    features: dict[str, tuple[Sequence[str], np.ndarray]],
+    known_modalities: Sequence[str],
+    report: dict,
+    tool: str,
+    arguments: dict,
+) -> dict:
+    """The last steps of an importer that wrote pre-split ``benchmark_filename`` files.
+
+    Writes each modality's feature files (``features``: modality -> (item tokens, matrix)),
+    removes what an earlier run left (the unsplit ``<name>.inter`` and the files of known
+    modalities not written now), and writes ``<name>.build.json``. Fills ``report["features"]``
+    (``rows`` and ``dim``, after any per-modality entries the caller put there) and
+    ``report["files"]``; returns ``report``.
+    """
+    from recbole_mm.data.features import feature_file_names, save_modality
+
+    for modality, (tokens, matrix) in features.items():
+        written = save_modality(folder, name, modality, tokens=list(tokens), features=matrix)
+        report["features"][modality] = {
+            "rows": len(tokens),
+            "dim": int(matrix.shape[1]),
+            **report["features"].get(modality, {}),
+        }
+        report["files"] += [str(p) for p in written]
+    stale = [folder / f"{name}.inter"]
+    for modality in sorted(set(known_modalities) - set(features)):
+        stale += [folder / file for file in feature_file_names(name, modality)]
+    remove_stale(stale)
+    report["files"].append(str(folder / f"{name}.build.json"))
+    write_build_record(folder, name, {"tool": tool, "arguments": arguments, "report": report})
+    return report
+
+
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
+
+
+def feature_pair(text: str, *, example: str) -> tuple[str, str]:
+    """Parse ``MODALITY=FILE`` (an argparse ``type``; ``example`` shows the form in errors)."""
+    modality, sep, file = text.partition("=")
+    if not sep or not modality or not file:
+        raise argparse.ArgumentTypeError(f"expected MODALITY=FILE, e.g. {example}; got {text!r}")
+    return modality, file
 
 
 def non_negative_int(text: str) -> int:

@@ -26,6 +26,7 @@ Usage: ``python -m dataset_tools.mmgcn --help``.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,11 +37,11 @@ import pandas as pd
 from dataset_tools.common import (
     BENCHMARK_PHASES,
     ConversionError,
-    remove_stale,
+    feature_pair,
+    finish_benchmark_import,
     require_file,
     run_cli,
     write_benchmark,
-    write_build_record,
 )
 
 logger = logging.getLogger("dataset_tools")
@@ -231,8 +232,6 @@ def import_mmgcn(
     inter = inter.astype({"user_id": str, "item_id": str})
     inter["rating"], inter["timestamp"] = 1.0, 0.0
 
-    from recbole_mm.data.features import feature_file_names, save_modality
-
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
     sizes = write_benchmark(folder, name, inter, labels)
@@ -247,30 +246,15 @@ def import_mmgcn(
         "features": {},
         "files": [str(folder / f"{name}.{phase}.inter") for phase in BENCHMARK_PHASES],
     }
-    for modality, matrix in matrices.items():
-        written = save_modality(
-            folder, name, modality, tokens=[str(i) for i in range(len(matrix))], features=matrix
-        )
-        report["features"][modality] = {"rows": len(matrix), "dim": int(matrix.shape[1])}
-        report["files"] += [str(p) for p in written]
-    stale = [folder / f"{name}.inter"]
-    for modality in set(KNOWN_FEATURES) - set(matrices):
-        stale += [folder / file for file in feature_file_names(name, modality)]
-    remove_stale(stale)
-    report["files"].append(str(folder / f"{name}.build.json"))
-    write_build_record(
-        folder, name, {"tool": "dataset_tools.mmgcn", "arguments": arguments, "report": report}
+    return finish_benchmark_import(
+        folder,
+        name,
+        features={m: ([str(i) for i in range(len(x))], x) for m, x in matrices.items()},
+        known_modalities=list(KNOWN_FEATURES),
+        report=report,
+        tool="dataset_tools.mmgcn",
+        arguments=arguments,
     )
-    return report
-
-
-def _feature_pair(text: str) -> tuple[str, str]:
-    modality, sep, file = text.partition("=")
-    if not sep or not modality or not file:
-        raise argparse.ArgumentTypeError(
-            f"expected MODALITY=FILE, e.g. textual=feat_t.pt; got {text!r}"
-        )
-    return modality, file
 
 
 def _offset(text: str) -> str | int:
@@ -303,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--features",
-        type=_feature_pair,
+        type=functools.partial(feature_pair, example="textual=feat_t.pt"),
         nargs="*",
         metavar="MODALITY=FILE",
         help="feature matrices to import (default: the known MMGCN file names present); give "

@@ -22,6 +22,7 @@ Use the dataset with a YAML that sets ``benchmark_filename: [train, valid, test]
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,11 +33,11 @@ import pandas as pd
 from dataset_tools.common import (
     BENCHMARK_PHASES,
     ConversionError,
-    remove_stale,
+    feature_pair,
+    finish_benchmark_import,
     require_file,
     run_cli,
     write_benchmark,
-    write_build_record,
 )
 
 logger = logging.getLogger("dataset_tools")
@@ -213,8 +214,6 @@ def import_mmrec(
             path, modality=modality, n_items=n_items, drop_nan_rows=drop_nan_rows
         )
 
-    from recbole_mm.data.features import feature_file_names, save_modality
-
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
     labels = inter["x_label"].to_numpy()
@@ -229,35 +228,18 @@ def import_mmrec(
         "features": {},
         "files": [str(folder / f"{name}.{phase}.inter") for phase in BENCHMARK_PHASES],
     }
-    for modality, (rows, matrix) in matrices.items():
-        paths = save_modality(
-            folder, name, modality, tokens=[str(i) for i in rows], features=matrix
-        )
+    for modality, (rows, _) in matrices.items():
         covered = int(np.isin(inter["item_id"].unique(), rows).sum())
-        report["features"][modality] = {
-            "rows": len(rows),
-            "dim": int(matrix.shape[1]),
-            "items_without_row": report["items"] - covered,
-        }
-        report["files"] += [str(p) for p in paths]
-    stale = [folder / f"{name}.inter"]
-    for modality in set(DEFAULT_FEATURES) - set(matrices):
-        stale += [folder / file for file in feature_file_names(name, modality)]
-    remove_stale(stale)
-    report["files"].append(str(folder / f"{name}.build.json"))
-    write_build_record(
-        folder, name, {"tool": "dataset_tools.mmrec", "arguments": arguments, "report": report}
+        report["features"][modality] = {"items_without_row": report["items"] - covered}
+    return finish_benchmark_import(
+        folder,
+        name,
+        features={m: ([str(i) for i in rows], matrix) for m, (rows, matrix) in matrices.items()},
+        known_modalities=list(DEFAULT_FEATURES),
+        report=report,
+        tool="dataset_tools.mmrec",
+        arguments=arguments,
     )
-    return report
-
-
-def _feature_pair(text: str) -> tuple[str, str]:
-    modality, sep, file = text.partition("=")
-    if not sep or not modality or not file:
-        raise argparse.ArgumentTypeError(
-            f"expected MODALITY=FILE, e.g. text=text_feat.npy; got {text!r}"
-        )
-    return modality, file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -277,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--features",
-        type=_feature_pair,
+        type=functools.partial(feature_pair, example="text=text_feat.npy"),
         nargs="*",
         metavar="MODALITY=FILE",
         help="feature matrices to import (default: text=text_feat.npy image=image_feat.npy); "
