@@ -103,6 +103,26 @@ def tiny_config(data_root: Path, **overrides) -> dict:
     return config
 
 
+def tiny_splits(data_root: Path, model: str, *, name: str = TINY, **overrides) -> tuple:
+    """``(config, train, valid, test)``: ``model``'s configuration and RecBole's loaders on a
+    tiny dataset, with :func:`tiny_config` and ``overrides``."""
+    from recbole_mm.config import Config
+    from recbole_mm.utils import create_dataset, data_preparation
+
+    config = Config(model=model, dataset=name, config_dict=tiny_config(data_root, **overrides))
+    return (config, *data_preparation(config, create_dataset(config)))
+
+
+def seeded_model(model: str, config, train, seed: int = 0):
+    """A fresh ``model`` on ``train``'s dataset, its weights drawn under ``init_seed(seed)``."""
+    from recbole.utils import init_seed
+
+    from recbole_mm.utils import get_model
+
+    init_seed(seed, True)
+    return get_model(model)(config, train._dataset)
+
+
 def save_tiny_vit(folder: Path, *, size: int = 16, hidden: int = 8, num_labels: int = 0) -> Path:
     """A randomly initialised ViT and its image processor, saved like a hub checkpoint.
 

@@ -8,19 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, tiny_config
-from recbole.utils import init_seed
+from conftest import TINY, seeded_model, tiny_config, tiny_splits
 
-from recbole_mm.config import Config
 from recbole_mm.model.layers.quantizer import ResidualQuantizer
 from recbole_mm.model.sequential_recommender.cemg import (
-    CEMG,
     _reassign_last_level,
     diversity_loss,
     evaluate_cold_start,
 )
 from recbole_mm.trainer.multistage import MultiStageTrainer
-from recbole_mm.utils import create_dataset, data_preparation
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {
@@ -43,14 +39,11 @@ def _setup(tiny_root, tmp_path=None, **overrides):
     options = {**SMALL, **overrides}
     if tmp_path is not None:
         options["checkpoint_dir"] = str(tmp_path / "saved")
-    config = Config(model="CEMG", dataset=TINY, config_dict=tiny_config(tiny_root, **options))
-    train, valid, test = data_preparation(config, create_dataset(config))
-    return config, train, valid, test
+    return tiny_splits(tiny_root, "CEMG", **options)
 
 
 def _model(config, train, seed=0):
-    init_seed(seed, True)
-    return CEMG(config, train._dataset)
+    return seeded_model("CEMG", config, train, seed)
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY, tiny_config
+from conftest import seeded_model, tiny_splits
 from recbole.utils import init_seed
 
-from recbole_mm.config import Config
-from recbole_mm.utils import create_dataset, data_preparation, get_model, recbole_mm_models
+from recbole_mm.utils import recbole_mm_models
 
 # Per-model settings that keep the tiny runs tiny.
 TINY_OVERRIDES: dict[str, dict] = {
@@ -43,17 +42,13 @@ TINY_OVERRIDES: dict[str, dict] = {
 @pytest.fixture(scope="module", params=sorted(recbole_mm_models()))
 def setup(request, tiny_root):
     name = request.param
-    config = Config(
-        model=name, dataset=TINY, config_dict=tiny_config(tiny_root, **TINY_OVERRIDES.get(name, {}))
-    )
-    train, _, test = data_preparation(config, create_dataset(config))
+    config, train, _, test = tiny_splits(tiny_root, name, **TINY_OVERRIDES.get(name, {}))
     return name, config, train, test
 
 
 def _fresh(setup, seed=7):
     name, config, train, _ = setup
-    init_seed(seed, True)
-    return get_model(name)(config, train._dataset)
+    return seeded_model(name, config, train, seed)
 
 
 def _batch(train):

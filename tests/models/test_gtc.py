@@ -6,13 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, tiny_config, write_tiny_dataset
-from recbole.utils import init_seed
+from conftest import TINY, seeded_model, tiny_config, tiny_splits, write_tiny_dataset
 
-from recbole_mm.config import Config
 from recbole_mm.data.features import save_modality
 from recbole_mm.model.general_recommender.gtc import GTC
-from recbole_mm.utils import create_dataset, data_preparation
 
 TINY_GTC = {"gtc_diffusion_steps": 10, "gtc_denoiser_hidden_size": 8, "train_batch_size": 128}
 
@@ -30,10 +27,7 @@ ABLATIONS = {
 
 
 def _data(root, name=TINY, **overrides):
-    config = Config(
-        model="GTC", dataset=name, config_dict=tiny_config(root, **{**TINY_GTC, **overrides})
-    )
-    train, _, test = data_preparation(config, create_dataset(config))
+    config, train, _, test = tiny_splits(root, "GTC", name=name, **{**TINY_GTC, **overrides})
     return config, train, test
 
 
@@ -43,8 +37,7 @@ def tiny(tiny_root):
 
 
 def _model(config, train, seed=0):
-    init_seed(seed, True)
-    return GTC(config, train._dataset)
+    return seeded_model("GTC", config, train, seed)
 
 
 def _step(model, train, lr=0.05):

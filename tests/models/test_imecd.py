@@ -7,8 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY, tiny_config
-from recbole.utils import init_seed
+from conftest import TINY, seeded_model, tiny_config
 
 from recbole_mm.config import Config
 from recbole_mm.utils import create_dataset, data_preparation
@@ -32,10 +31,7 @@ def data(tiny_root):
 
 def _model(config, train, seed=0):
     """A model for ``config`` (any variant of the tiny one) on the tiny dataset's items."""
-    from recbole_mm.model.sequential_recommender import IMECD
-
-    init_seed(seed, True)
-    return IMECD(config, train._dataset)
+    return seeded_model("IMECD", config, train, seed)
 
 
 def _reference_betas(n_steps: int) -> torch.Tensor:

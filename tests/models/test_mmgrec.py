@@ -7,16 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, tiny_config
-from recbole.utils import init_seed
+from conftest import TINY, seeded_model, tiny_config, tiny_splits
 
-from recbole_mm.config import Config
 from recbole_mm.model.general_recommender.mmgrec import (
     MMGRec,
     hierarchical_kmeans,
     mean_adjacency,
 )
-from recbole_mm.utils import create_dataset, data_preparation
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MMGREC = {
@@ -33,12 +30,7 @@ TINY_MMGREC = {
 
 
 def _data(tiny_root, **overrides):
-    config = Config(
-        model="MMGRec",
-        dataset=TINY,
-        config_dict=tiny_config(tiny_root, **{**TINY_MMGREC, **overrides}),
-    )
-    train, valid, test = data_preparation(config, create_dataset(config))
+    config, train, _, test = tiny_splits(tiny_root, "MMGRec", **{**TINY_MMGREC, **overrides})
     return config, train, test
 
 
@@ -48,8 +40,7 @@ def tiny(tiny_root):
 
 
 def _model(config, train, seed=0):
-    init_seed(seed, True)
-    return MMGRec(config, train._dataset)
+    return seeded_model("MMGRec", config, train, seed)
 
 
 def _trained_tokenizer(config, train, steps=6):
