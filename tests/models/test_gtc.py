@@ -23,6 +23,7 @@ ABLATIONS = {
     "ddpm_eval": {"gtc_eval_sampler": "ddpm"},
     "noise_start": {"gtc_sample_start": "noise", "gtc_train_sample_steps": 2},
     "standardize": {"gtc_standardize": True},
+    "eps_paper": {"gtc_prediction": "eps", "gtc_standardize": False},
 }
 
 
@@ -145,6 +146,49 @@ def test_three_content_modalities(tmp_path):
     assert model.denoisers["audio"].out.weight.grad is not None
 
 
+@pytest.mark.parametrize("standardize", [True, False])
+def test_x0_prediction_with_an_oracle_denoiser_recovers_the_content(tiny_root, standardize):
+    """An x0 denoiser that outputs the (scaled) ``C_0`` has L_GEN = 0, and one DDIM step from
+    ``C_T`` generates ``C_0`` itself in the model's own scale."""
+    config, train, _ = _data(tiny_root, gtc_prediction="x0", gtc_standardize=standardize)
+    model = _model(config, train)
+    _, contents = model._encode()
+    for name, c0 in zip(model.modalities, contents):
+        scale = model._scale(c0)
+        model.denoisers[name].forward = lambda x, t, s, target=c0 / scale: target[: x.shape[0]]
+    s, contents = model._encode()
+    views = model._content_views(s, contents, sampler="ddim", n_steps=1)
+    for view, c0 in zip(views, contents):
+        torch.testing.assert_close(view, c0, rtol=1e-5, atol=1e-6)
+    if standardize:  # the diffusion space has unit RMS per column
+        scaled = contents[0] / model._scale(contents[0])
+        torch.testing.assert_close(scaled.pow(2).mean(0), torch.ones(scaled.shape[1]))
+
+
+def test_x0_loss_is_zero_for_an_oracle_and_positive_otherwise(tiny_root):
+    config, train, _ = _data(tiny_root, gtc_prediction="x0", gtc_alignment="none")
+    model = _model(config, train)
+    batch = next(iter(train))
+
+    def gen_term():
+        losses = []
+        for weight in (1.0, 0.0):  # the same random draws, with and without w1 L_GEN
+            model.gen_weight = weight
+            torch.manual_seed(0)
+            losses.append(model.calculate_loss(batch))
+        return (losses[0] - losses[1]).item()
+
+    assert gen_term() > 0  # an untrained denoiser
+    # An oracle that outputs the batch's scaled C_0, built as calculate_loss builds it.
+    s, contents = model._encode()
+    user, pos, neg = batch[model.USER_ID], batch[model.ITEM_ID], batch[model.NEG_ITEM_ID]
+    nodes = torch.unique(torch.cat([user, pos + model.n_users, neg + model.n_users]))
+    for name, c0 in zip(model.modalities, contents):
+        target = (c0[nodes] / model._scale(c0[nodes])).detach()
+        model.denoisers[name].forward = lambda x, t, s, target=target: target
+    assert gen_term() == pytest.approx(0.0, abs=1e-7)
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
@@ -152,6 +196,7 @@ def test_three_content_modalities(tmp_path):
         ({"gtc_diffusion_steps": 0}, "gtc_diffusion_steps = 0"),
         ({"gtc_train_sample_steps": 11}, "gtc_train_sample_steps = 11"),
         ({"gtc_alignment": "clip"}, "gtc_alignment = 'clip'"),
+        ({"gtc_prediction": "v"}, "gtc_prediction = 'v'"),
         ({"gtc_modalities": ["audio"]}, "gtc_modalities = \\['audio'\\] names 'audio'"),
     ],
 )

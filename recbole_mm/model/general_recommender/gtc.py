@@ -81,6 +81,7 @@ CHOICES = {
     "gtc_alignment": ("tc", "pairwise", "none"),
     "gtc_fusion": ("gate", "concat"),
     "gtc_sample_start": ("content", "noise"),
+    "gtc_prediction": ("eps", "x0"),
 }
 
 
@@ -98,6 +99,7 @@ class GTC(GeneralRecommender):
         # load parameters
         self.embedding_size = config["embedding_size"]
         self.reg_weight = config["reg_weight"]
+        self.require_pow = config["require_pow"]
         self.gen_weight = config["gtc_gen_weight"]  # w1
         self.tc_weight = config["gtc_tc_weight"]  # w2
         self.denoise = config["gtc_denoise"]
@@ -111,6 +113,7 @@ class GTC(GeneralRecommender):
         self.tc_normalize = config["gtc_tc_normalize"]
         self.clip_x0 = config["gtc_clip_x0"]
         self.standardize = config["gtc_standardize"]
+        self.prediction = config["gtc_prediction"]
         self.seed = config["seed"]
         n_steps = config["gtc_diffusion_steps"]
         self._validate(config, n_steps)
@@ -242,12 +245,11 @@ class GTC(GeneralRecommender):
         # Each x0 estimate stays within the per-column range of C_0 (DDPM's clip_denoised): an
         # untrained eps prediction is amplified by sqrt((1 - abar_T) / abar_T) (12x at T = 500).
         clip = c0.detach().abs().amax(dim=0) if self.clip_x0 else None
+        kwargs = {"prediction": self.prediction, "generator": generator, "clip_x0": clip}
         if sampler == "ddpm":
-            out = ddpm_sample(denoise, self.schedule, x_t, generator=generator, clip_x0=clip)
+            out = ddpm_sample(denoise, self.schedule, x_t, **kwargs)
         else:
-            out = ddim_sample(
-                denoise, self.schedule, x_t, n_steps=n_steps, generator=generator, clip_x0=clip
-            )
+            out = ddim_sample(denoise, self.schedule, x_t, n_steps=n_steps, **kwargs)
         return out * scale
 
     def _fuse(self, s, contents) -> torch.Tensor:
@@ -322,8 +324,11 @@ class GTC(GeneralRecommender):
             for name, c0 in zip(self.modalities, contents_b):
                 t = self.schedule.sample_timesteps(c0.shape[0])
                 eps = torch.randn_like(c0)
-                c_t = self.schedule.q_sample(c0.detach() / self._scale(c0), t, eps)  # Eq. 3
-                gen_loss = gen_loss + F.mse_loss(self.denoisers[name](c_t, t, s_b), eps)  # Eq. 4
+                target = c0.detach() / self._scale(c0)
+                c_t = self.schedule.q_sample(target, t, eps)  # Eq. 3
+                if self.prediction == "eps":
+                    target = eps  # Eq. 4
+                gen_loss = gen_loss + F.mse_loss(self.denoisers[name](c_t, t, s_b), target)
         views = self._content_views(s_b, contents_b, sampler="ddim", n_steps=self.train_steps)
         fused = self._fuse(s_b, views)
 
@@ -346,7 +351,7 @@ class GTC(GeneralRecommender):
             self.user_embedding(user),
             self.item_embedding(pos_item),
             self.item_embedding(neg_item),
-            require_pow=True,
+            require_pow=self.require_pow,
         ).squeeze(0)  # RecBole's EmbLoss returns shape [1]
         # Eq. 12: L_BPR + w1 L_GEN + w2 L_CON + L2
         return bpr + self.gen_weight * gen_loss + self.tc_weight * con_loss + self.reg_weight * reg
