@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     topk = tuple(int(k) for k in args.topk.split(","))
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv
 
-    from recbole_mm.model.sequential_recommender.cemg import evaluate_cold_start
+    from recbole_mm.evaluation import evaluate_cold_start
     from recbole_mm.quick_start import load_data_and_model
 
     rows = []

@@ -81,6 +81,18 @@ def modality_specs(config) -> dict[str, ModalitySpec]:
     }
 
 
+def training_pairs(dataset, *, user_field: str, item_field: str, list_suffix: str, length_field):
+    """Unique (user, item) pairs of a sequential training split: targets and history items."""
+    inter = dataset.inter_feat
+    users, items = [inter[user_field]], [inter[item_field]]
+    history, length = inter[item_field + list_suffix], inter[length_field]
+    valid = torch.arange(history.shape[1])[None, :] < length[:, None]
+    users.append(inter[user_field][:, None].expand_as(history)[valid])
+    items.append(history[valid])
+    pairs = torch.unique(torch.stack([torch.cat(users), torch.cat(items)]), dim=1)
+    return pairs[0], pairs[1]
+
+
 class MultimodalMixin:
     """Adds aligned content-modality features to a RecBole dataset class."""
 

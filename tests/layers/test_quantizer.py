@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from recbole_mm.model.layers.quantizer import (
+    CodeSpaceFull,
     ResidualQuantizer,
     append_collision_index,
     collision_report,
     kmeans,
+    reassign_last_level,
 )
 
 
@@ -159,3 +161,28 @@ def test_append_collision_index_popularity_first():
     codes = torch.tensor([[1, 1], [1, 1], [1, 1], [0, 0]])
     popularity = torch.tensor([3.0, 9.0, 5.0, 1.0])
     assert append_collision_index(codes, order=popularity)[:, 2].tolist() == [2, 0, 1, 0]
+
+
+def test_reassign_last_level_resolves_collisions():
+    codes = torch.tensor([[0, 1], [0, 1], [0, 1], [1, 1], [0, 2]])
+    residuals = torch.zeros(2, 5, 2)
+    residuals[1, 1] = torch.tensor([3.0, 0.0])  # nearest last-level code: 3
+    books = torch.zeros(2, 4, 2)
+    books[1] = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [3.0, 0.0]])
+    books[0] = torch.tensor([[0.0, 0.0], [5.0, 5.0], [9.0, 9.0], [-9.0, 9.0]])
+    popularity = torch.tensor([1, 5, 9, 1, 1])
+    out = reassign_last_level(codes, residuals, books, popularity)
+    assert out[2].tolist() == [0, 1]  # the most popular keeps its codes
+    assert out[1].tolist() == [0, 3]  # nearest free code under prefix (0,)
+    assert out[0, 0] == 0 and out[0, 1] not in (1, 2, 3)
+    assert torch.unique(out, dim=0).shape[0] == 5
+    assert torch.equal(out[3:], codes[3:])
+    # Prefix (0,) full: the first code moves to the nearest other one with room.
+    crowded = torch.tensor([[0, 0], [0, 1], [0, 2], [0, 3], [0, 3]])
+    out = reassign_last_level(crowded, torch.zeros(2, 5, 2), books, torch.arange(5, 0, -1))
+    assert out[:4].tolist() == crowded[:4].tolist()
+    assert out[4, 0] == 1 and torch.unique(out, dim=0).shape[0] == 5
+    # Both levels full around the group: a clear error, never a silent duplicate.
+    full = torch.tensor([[0, 0], [0, 0]])
+    with pytest.raises(CodeSpaceFull, match="no free code tuple near item row 1"):
+        reassign_last_level(full, torch.zeros(2, 2, 1), torch.zeros(2, 1, 1), torch.ones(2))

@@ -10,12 +10,9 @@ import pytest
 import torch
 from conftest import TINY, seeded_model, tiny_config, tiny_splits
 
+from recbole_mm.evaluation import evaluate_cold_start
 from recbole_mm.model.layers.quantizer import ResidualQuantizer
-from recbole_mm.model.sequential_recommender.cemg import (
-    _reassign_last_level,
-    diversity_loss,
-    evaluate_cold_start,
-)
+from recbole_mm.model.sequential_recommender.cemg import diversity_loss
 from recbole_mm.trainer.multistage import MultiStageTrainer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -238,27 +235,6 @@ def test_diversity_loss_bounds():
     spread = diversity_loss(books, torch.eye(4)[None].repeat(1, 25, 1), temperature=0.01)
     collapsed = diversity_loss(books, torch.eye(4)[None, :1].repeat(1, 100, 1), temperature=0.01)
     assert spread < 0.01 and collapsed > 0.9
-
-
-def test_reassign_last_level_resolves_collisions():
-    codes = torch.tensor([[0, 1], [0, 1], [0, 1], [1, 1], [0, 2]])
-    residuals = torch.zeros(2, 5, 2)
-    residuals[1, 1] = torch.tensor([3.0, 0.0])  # nearest last-level code: 3
-    books = torch.zeros(2, 4, 2)
-    books[1] = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0], [3.0, 0.0]])
-    books[0] = torch.tensor([[0.0, 0.0], [5.0, 5.0], [9.0, 9.0], [-9.0, 9.0]])
-    popularity = torch.tensor([1, 5, 9, 1, 1])
-    out = _reassign_last_level(codes, residuals, books, popularity)
-    assert out[2].tolist() == [0, 1]  # the most popular keeps its codes
-    assert out[1].tolist() == [0, 3]  # nearest free code under prefix (0,)
-    assert out[0, 0] == 0 and out[0, 1] not in (1, 2, 3)
-    assert torch.unique(out, dim=0).shape[0] == 5
-    assert torch.equal(out[3:], codes[3:])
-    # Prefix (0,) full: the first code moves to the nearest other one with room.
-    crowded = torch.tensor([[0, 0], [0, 1], [0, 2], [0, 3], [0, 3]])
-    out = _reassign_last_level(crowded, torch.zeros(2, 5, 2), books, torch.arange(5, 0, -1))
-    assert out[:4].tolist() == crowded[:4].tolist()
-    assert out[4, 0] == 1 and torch.unique(out, dim=0).shape[0] == 5
 
 
 def test_cold_start_evaluation_matches_recbole(trained):

@@ -290,3 +290,61 @@ def append_collision_index(
         rank[perm] = position - group_start
         extra[rows, 0] = rank
     return torch.cat([codes.long(), extra], 1)
+
+
+class CodeSpaceFull(ValueError):
+    """No free code tuple is left to resolve a collision."""
+
+
+def _nearest_codes(codebook: torch.Tensor, vector: torch.Tensor) -> list[int]:
+    return torch.argsort((codebook - vector).pow(2).sum(1)).tolist()
+
+
+def reassign_last_level(
+    codes: torch.Tensor, residuals: torch.Tensor, codebooks: torch.Tensor, order: torch.Tensor
+) -> torch.Tensor:
+    """Resolve collisions on the last level: in each group of items sharing every code, the
+    first item by ``order`` (higher first) keeps its codes and each other one takes the
+    last-level code nearest to its last residual that no item under the same prefix holds.
+    When every last-level code under that prefix is taken, the second-to-last code moves to
+    the next nearest one with a free last-level code. (LETTER resolves collisions on the last
+    level; TIGER's alternative is :func:`append_collision_index`.)
+
+    Shapes:
+        codes: ``[N, M]``; residuals: ``[M, N, d]`` (entering each level);
+        codebooks: ``[M, K, d]``; order: ``[N]``; returns ``[N, M]``.
+
+    Raises:
+        CodeSpaceFull: no free code tuple is left near an item.
+    """
+    codes = codes.clone()
+    used: dict[tuple, set] = {}
+    for row in codes.tolist():
+        used.setdefault(tuple(row[:-1]), set()).add(row[-1])
+    kept = set()
+    for row in torch.argsort(-order.double(), stable=True).tolist():
+        key = tuple(codes[row].tolist())
+        if key not in kept:
+            kept.add(key)
+            continue
+        options = [(key[:-1], residuals[-1, row])]
+        if codes.shape[1] > 1:
+            r = residuals[-2, row]
+            options += [
+                (key[:-2] + (c,), r - codebooks[-2, c])
+                for c in _nearest_codes(codebooks[-2], r)
+                if c != key[-2]
+            ]
+        for prefix, residual in options:
+            taken = used.setdefault(prefix, set())
+            free = [c for c in _nearest_codes(codebooks[-1], residual) if c not in taken]
+            if free:
+                taken.add(free[0])
+                codes[row] = torch.tensor([*prefix, free[0]])
+                break
+        else:
+            raise CodeSpaceFull(
+                f"no free code tuple near item row {row}: the last two levels are full. Append a "
+                "collision level instead, or use a larger codebook."
+            )
+    return codes

@@ -44,31 +44,22 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_mm.data.dataset import training_pairs
 from recbole_mm.model.layers.fusion import CollaborativeGuidedFusion
 from recbole_mm.model.layers.graph import LightGCNPropagation, normalized_adjacency
 from recbole_mm.model.layers.pca import PCA
 from recbole_mm.model.layers.quantizer import (
+    CodeSpaceFull,
     ResidualQuantizer,
     append_collision_index,
     collision_report,
+    reassign_last_level,
 )
 from recbole_mm.model.layers.semantic_ids import SemanticIdTrie, beam_scores_to_matrix
 from recbole_mm.model.layers.t5_generator import CodeGenerator
 
 ROLES = ("visual", "textual")
 COLLISION_POLICIES = ("reassign", "append")
-
-
-def training_pairs(dataset, *, user_field: str, item_field: str, list_suffix: str, length_field):
-    """Unique (user, item) pairs of a sequential training split: targets and history items."""
-    inter = dataset.inter_feat
-    users, items = [inter[user_field]], [inter[item_field]]
-    history, length = inter[item_field + list_suffix], inter[length_field]
-    valid = torch.arange(history.shape[1])[None, :] < length[:, None]
-    users.append(inter[user_field][:, None].expand_as(history)[valid])
-    items.append(history[valid])
-    pairs = torch.unique(torch.stack([torch.cat(users), torch.cat(items)]), dim=1)
-    return pairs[0], pairs[1]
 
 
 def diversity_loss(
@@ -92,54 +83,6 @@ def diversity_loss(
         entropy = -(p_bar * p_bar.clamp_min(1e-12).log()).sum()
         total = total + 1 - entropy / math.log(size)
     return total / levels
-
-
-def _nearest(codebook: torch.Tensor, vector: torch.Tensor) -> list[int]:
-    return torch.argsort((codebook - vector).pow(2).sum(1)).tolist()
-
-
-def _reassign_last_level(codes, residuals, codebooks, order):
-    """Resolve collisions on the last level: in each group of items sharing every code, the
-    first item by ``order`` (higher first) keeps its codes and each other one takes the
-    last-level code nearest to its last residual that no item under the same prefix holds.
-    When every last-level code under that prefix is taken, the second-to-last code moves to
-    the next nearest one with a free last-level code.
-
-    Shapes:
-        codes: ``[N, M]``; residuals: ``[M, N, d]`` (entering each level);
-        codebooks: ``[M, K, d]``; order: ``[N]``.
-    """
-    codes = codes.clone()
-    used: dict[tuple, set] = {}
-    for row in codes.tolist():
-        used.setdefault(tuple(row[:-1]), set()).add(row[-1])
-    kept = set()
-    for row in torch.argsort(-order.double(), stable=True).tolist():
-        key = tuple(codes[row].tolist())
-        if key not in kept:
-            kept.add(key)
-            continue
-        options = [(key[:-1], residuals[-1, row])]
-        if codes.shape[1] > 1:
-            r = residuals[-2, row]
-            options += [
-                (key[:-2] + (c,), r - codebooks[-2, c])
-                for c in _nearest(codebooks[-2], r)
-                if c != key[-2]
-            ]
-        for prefix, residual in options:
-            taken = used.setdefault(prefix, set())
-            free = [c for c in _nearest(codebooks[-1], residual) if c not in taken]
-            if free:
-                taken.add(free[0])
-                codes[row] = torch.tensor([*prefix, free[0]])
-                break
-        else:
-            raise ValueError(
-                f"collision_policy = 'reassign': no free code tuple near item row {row}. Use "
-                "collision_policy: append or a larger rq_codebook_size."
-            )
-    return codes
 
 
 class CEMG(SequentialRecommender):
@@ -370,7 +313,13 @@ class CEMG(SequentialRecommender):
                 )
         else:
             residuals = self.quantizer.residuals(z)
-            codes = _reassign_last_level(codes, residuals, self.quantizer.codebooks, order)
+            try:
+                codes = reassign_last_level(codes, residuals, self.quantizer.codebooks, order)
+            except CodeSpaceFull as error:
+                raise CodeSpaceFull(
+                    f"collision_policy = 'reassign': {error} Set collision_policy: append or a "
+                    f"larger rq_codebook_size (now {self.codebook_size})."
+                ) from error
         self.item_codes[1:] = codes
         self._trie = None
         report = {"before": before, "after": collision_report(self.item_codes[1:])}
@@ -442,59 +391,3 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
-
-
-@torch.no_grad()
-def evaluate_cold_start(
-    model, train_data, eval_data, *, max_interactions: int = 5, topk=(10, 20)
-) -> dict:
-    """Hit@k and NDCG@k of a sequential model, overall and on cold-start targets (RQ5).
-
-    A target is cold when its item has at most ``max_interactions`` (user, item) pairs in the
-    training split. Works for any sequential model with ``full_sort_predict`` (SASRec too).
-    Under leave-one-out each row has one target, so Hit@k and NDCG@k equal RecBole's; ties are
-    ranked pessimistically (an item scoring as high as the target counts as ahead of it).
-
-    Returns:
-        ``{"overall": {"hit@k", "ndcg@k"}, "cold": {...}, "n_overall", "n_cold"}``.
-    """
-    config = train_data.config
-    dataset = train_data._dataset
-    _, items = training_pairs(
-        dataset,
-        user_field=config["USER_ID_FIELD"],
-        item_field=config["ITEM_ID_FIELD"],
-        list_suffix=config["LIST_SUFFIX"],
-        length_field=config["ITEM_LIST_LENGTH_FIELD"],
-    )
-    counts = torch.bincount(items, minlength=dataset.item_num)
-    was_training = model.training
-    model.eval()
-    ranks, cold = [], []
-    device = next(model.parameters()).device
-    for interaction, _, _, positive_i in eval_data:
-        scores = model.full_sort_predict(interaction.to(device)).view(len(positive_i), -1)
-        scores[:, 0] = float("-inf")
-        target = scores.gather(1, positive_i.to(device)[:, None])  # [B, 1]
-        ahead = (scores > target).sum(1) + ((scores == target).sum(1) - 1)
-        ranks.append(torch.where(torch.isfinite(target[:, 0]), ahead, scores.shape[1]).cpu())
-        cold.append(counts[positive_i] <= max_interactions)
-    model.train(was_training)
-    ranks, cold = torch.cat(ranks), torch.cat(cold)
-
-    def metrics(subset):
-        r = ranks[subset].double()
-        out = {}
-        for k in topk:
-            hit = r < k
-            out[f"hit@{k}"] = round(float(hit.double().mean()), 4) if len(r) else float("nan")
-            ndcg = torch.where(hit, 1.0 / torch.log2(r + 2), torch.zeros_like(r))
-            out[f"ndcg@{k}"] = round(float(ndcg.mean()), 4) if len(r) else float("nan")
-        return out
-
-    return {
-        "overall": metrics(torch.ones_like(cold)),
-        "cold": metrics(cold),
-        "n_overall": int(len(cold)),
-        "n_cold": int(cold.sum()),
-    }
