@@ -230,3 +230,30 @@ def test_cli_flags_differing_splits_under_the_dataset_protocol(tiny_root, tmp_pa
     assert not results["splits"]["2020"]["consistent"]
     assert "| BPR |" in proc.stdout and "| DIFFERS |" in proc.stdout
     assert "test splits differ" in proc.stdout and "differs" in proc.stderr
+
+
+def test_merge_results_pools_seeds_from_several_outputs(tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "merge_results.py"
+    spec = importlib.util.spec_from_file_location("merge_results", path)
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    for name, runs in {
+        "a": [_record("SASRec", 1, 0.2), _record("IMECD", 1, 0.1)],
+        "b": [_record("SASRec", 2, 0.4), _record("BPR", 2, 0.1), _record("IMECD", 2, 0.3, "h9")],
+    }.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"runs": runs}))
+    outputs = [str(tmp_path / "a"), str(tmp_path / "b")]
+    assert merge.main([*outputs, "--metrics=ndcg@10"]) == 0
+    table = capsys.readouterr().out
+    assert "recall@10" not in table
+    sasrec = next(line for line in table.splitlines() if line.startswith("| SASRec"))
+    assert "0.3000 ± 0.1414" in sasrec and sasrec.endswith("same |")
+    # IMECD's seed-2 run was tested on another split than SASRec's: flagged.
+    assert next(line for line in table.splitlines() if "IMECD" in line).endswith("DIFFERS |")
+    runs = merge.pooled_runs(outputs, labels=["x", ""], models=["IMECD"])
+    assert [r["model"] for r in runs] == ["x", "IMECD"]
+    with pytest.raises(SystemExit, match="no results.json"):
+        merge.pooled_runs([str(tmp_path)])
