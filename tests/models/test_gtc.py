@@ -23,7 +23,13 @@ ABLATIONS = {
     "ddpm_eval": {"gtc_eval_sampler": "ddpm"},
     "noise_start": {"gtc_sample_start": "noise", "gtc_train_sample_steps": 2},
     "standardize": {"gtc_standardize": True},
-    "eps_paper": {"gtc_prediction": "eps", "gtc_standardize": False},
+    "paper_literal": {
+        "gtc_prediction": "eps",
+        "gtc_standardize": False,
+        "gtc_denoiser_losses": "all",
+        "gtc_tc_normalize": False,
+        "gtc_tc_temperature": 1.0,
+    },
 }
 
 
@@ -92,7 +98,8 @@ def test_evaluation_is_seeded_cached_and_recomputed_after_training(tiny):
     other.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert torch.equal(other.full_sort_predict(interaction), after)
-    assert len(model.balance_scores) >= 1 and 0.0 <= model.balance_scores[-1] <= 1.0
+    # 1 - (max - min) of cosines: in [-1, 1].
+    assert len(model.balance_scores) >= 1 and -1.0 <= model.balance_scores[-1] <= 1.0
 
 
 def test_ddpm_and_ddim_eval_samplers_differ_but_are_each_deterministic(tiny_root, tiny):
@@ -144,6 +151,25 @@ def test_three_content_modalities(tmp_path):
     assert torch.isfinite(loss)
     loss.backward()
     assert model.denoisers["audio"].out.weight.grad is not None
+
+
+@pytest.mark.parametrize("losses", ["gen", "all"])
+def test_what_trains_the_denoisers(tiny_root, losses):
+    """'gen': only L_GEN reaches the denoisers; BPR and L_CON still reach the embeddings and
+    the projections through the generated views. 'all': they reach the denoisers too."""
+    config, train, _ = _data(tiny_root, gtc_denoiser_losses=losses, gtc_prediction="x0")
+    model = _model(config, train)
+    model.gen_weight = 0.0  # BPR + L_CON + L2 only
+    model.calculate_loss(next(iter(train))).backward()
+    grads = [p.grad for n, p in model.named_parameters() if n.startswith("denoisers.")]
+    reached = any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert reached == (losses == "all")
+    assert model.projections["text"].weight.grad.abs().sum() > 0
+    assert model.user_embedding.weight.grad.abs().sum() > 0
+    model.zero_grad()
+    model.gen_weight = 1.0
+    model.calculate_loss(next(iter(train))).backward()
+    assert model.denoisers["text"].out.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("standardize", [True, False])

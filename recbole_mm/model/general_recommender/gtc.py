@@ -82,6 +82,7 @@ CHOICES = {
     "gtc_fusion": ("gate", "concat"),
     "gtc_sample_start": ("content", "noise"),
     "gtc_prediction": ("eps", "x0"),
+    "gtc_denoiser_losses": ("gen", "all"),
 }
 
 
@@ -114,6 +115,7 @@ class GTC(GeneralRecommender):
         self.clip_x0 = config["gtc_clip_x0"]
         self.standardize = config["gtc_standardize"]
         self.prediction = config["gtc_prediction"]
+        self.denoiser_losses = config["gtc_denoiser_losses"]
         self.seed = config["seed"]
         n_steps = config["gtc_diffusion_steps"]
         self._validate(config, n_steps)
@@ -238,9 +240,17 @@ class GTC(GeneralRecommender):
         else:
             x_t = noise
         denoiser = self.denoisers[name]
+        if self.training and self.denoiser_losses == "gen":
+            # The generation path uses the denoiser as a fixed sampler: BPR and L_CON reach S
+            # and C_0 through it, never its parameters, which only L_GEN (Eq. 4) trains.
+            frozen = {key: value.detach() for key, value in denoiser.named_parameters()}
 
-        def denoise(x, t):
-            return denoiser(x, t, s)
+            def denoise(x, t):
+                return torch.func.functional_call(denoiser, frozen, (x, t, s))
+        else:
+
+            def denoise(x, t):
+                return denoiser(x, t, s)
 
         # Each x0 estimate stays within the per-column range of C_0 (DDPM's clip_denoised): an
         # untrained eps prediction is amplified by sqrt((1 - abar_T) / abar_T) (12x at T = 500).
