@@ -6,7 +6,7 @@ Reference:
 
 Parts: parallel LightGCNs over the user-item graph for the interaction modality and every
 content modality (Eq. 2); per content modality an interaction-conditioned diffusion model
-trained by noise prediction (Eq. 3-4) whose reverse process generates the user-aware content
+trained by the denoising loss (Eq. 3-4) whose reverse process generates the user-aware content
 representations (Eq. 5); a contrastive lower bound of the total correlation of the interaction
 and generated content representations (Eq. 6-9); similarity-gated fusion with a residual
 (Eq. 10); BPR + w1 L_GEN + w2 L_CON + L2 (Eq. 11-12). docs/models/GTC.md explains every choice.
@@ -22,33 +22,48 @@ Deviations:
       if the reverse process starts from the noised content; for T = 500 the two differ by
       sqrt(abar_T) = 0.08 of C_0.
     - Sampling: training generates the batch's content representations with a short
-      deterministic DDIM chain (``gtc_train_sample_steps``) that gradients run through;
-      evaluation uses the same sampler by default (``gtc_eval_sampler: ddim``) so that the model
-      is scored as it was trained; ``ddpm`` runs the paper's full T-step Eq. 5. Evaluation
-      representations are computed in eval mode, once per evaluation pass, from a generator
-      seeded with ``seed``, never from a training batch.
-    - L_GEN (Eq. 4) is a mean over elements (not a sum over dimensions), summed over
-      modalities, on the batch's users and items; its target C_0 is detached so that the loss
-      cannot be lowered by shrinking the content embeddings.
+      deterministic DDIM chain (``gtc_train_sample_steps``); evaluation uses the same sampler by
+      default (``gtc_eval_sampler: ddim``) so that the model is scored as it was trained;
+      ``ddpm`` runs the paper's full T-step Eq. 5. Evaluation representations are computed in
+      eval mode, once per evaluation pass, from a generator seeded with ``seed``, never from a
+      training batch.
+    - What trains the denoisers (``gtc_denoiser_losses``): by default only L_GEN (Eq. 4); the
+      generation inside a batch uses them as fixed samplers (Sec. 3.2 generates "after
+      training"), so BPR and L_CON reach S and C_0 through the generated views but not the
+      denoisers' weights. With ``all`` (end-to-end through the sampler) the denoiser, which is
+      conditioned on S, learns to make the views a function of S that maximises L_CON: the
+      views stop resembling the content (measured in docs/models/GTC.md).
+    - Scale (``gtc_standardize``, on by default): the diffusion runs on ``C_0`` divided by its
+      per-column RMS (detached), as latent diffusion rescales its latents, and the generated
+      views are scaled back. ``C_0`` is ~20x smaller than the unit noise, so without it the
+      forward process erases the content after the first ~10 of T = 500 steps.
+    - Parameterisation (``gtc_prediction``, ``x0`` by default): the denoiser outputs ``C_0``
+      and L_GEN is the x0 form of Eq. 4 (the same minimiser, per-timestep weights 1 instead of
+      abar_t / (1 - abar_t)); the samplers derive the noise estimate from it. ``eps`` is Eq. 4
+      literally; from ``C_T`` its error is amplified by sqrt((1 - abar_T) / abar_T) (12x at
+      T = 500), and with one content modality the generated noise swamped S.
+    - L_CON (Eq. 7-9) scores L2-normalised views divided by ``gtc_tc_temperature`` (0.2) by
+      default, Symile's choice; the paper's raw ``h`` (``gtc_tc_normalize: False``,
+      temperature 1) grows without bound with the views' norms, and rewards inflating them:
+      with one content modality it cost 0.045 validation NDCG@10 (docs/models/GTC.md).
+    - Both samplers clamp each x0 estimate to the per-column range of C_0 (``gtc_clip_x0``,
+      DDPM's clip_denoised).
+    - L_GEN is a mean over elements (not a sum over dimensions), summed over modalities, on the
+      batch's users and items; its target C_0 is detached so that the loss cannot be lowered
+      by shrinking the content embeddings.
     - Eq. 10's softmax over a single similarity is identically 1; we read it as a two-way
       softmax between using C_f and not (a sigmoid gate per node, learnable temperature), which
       depends on the node only, not on the batch.
-    - ``gtc_standardize`` (off by default) diffuses ``C_0`` divided by its per-column RMS, as
-      latent diffusion rescales its latents: the embeddings are ~20x smaller than the unit noise,
-      so without it the forward process erases the content at all but the first steps.
-    - Both samplers clamp each x0 estimate to the per-column range of C_0 (``gtc_clip_x0``,
-      DDPM's clip_denoised): at t = T an eps error is amplified 12x (T = 500).
     - Ablations: "Base w/ DN" and "Base w/ TC" keep Base's concatenation (each adds one part to
       Base), although Sec. 4.3 also calls Base w/ TC "GTC removing denoising".
     - Per-dataset T, w1, w2 come from Sec. 4.7 (Sports T = 300; Sec. 4.1 says 500).
-    - L_CON (Eq. 9) sums the anchors' losses over the batch's distinct positive items; the L2
-      term regularises the batch's ID embeddings (RecBole's LightGCN convention).
+    - L_CON sums the anchors' losses over the batch's distinct positive items; the L2 term
+      regularises the batch's ID embeddings (RecBole's LightGCN convention, squared norms:
+      ``require_pow``).
 
-Known limitation (measured, docs/models/GTC.md): on ml-100k-mm the denoisers do not learn
-within a short budget (the content embeddings are ~20x smaller than the unit noise), so the
-generated content is clamped noise. With two content modalities the gate's product keeps it
-small next to S; with one content modality, or with the concatenating "Base w/ DN" ablation, it
-swamps S and the ranking collapses.
+The paper-literal settings are ``gtc_prediction: eps, gtc_standardize: False,
+gtc_denoiser_losses: all, gtc_tc_normalize: False, gtc_tc_temperature: 1.0``;
+docs/models/GTC.md measures them against the defaults.
 """
 
 from __future__ import annotations
