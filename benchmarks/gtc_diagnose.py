@@ -28,11 +28,7 @@ from recbole_mm.quick_start import build, prepare
 def generation_report(model) -> dict:
     """Per content modality: cos(C_bar_0, C_0), norm ratio, ||C_0||, ||S|| (row means)."""
     model.eval()
-    s, contents = model._encode()
-    generator = torch.Generator(device=s.device).manual_seed(model.seed)
-    views = model._content_views(
-        s, contents, sampler=model.eval_sampler, n_steps=model.eval_steps, generator=generator
-    )
+    s, contents, views = model.evaluation_views()
     report = {}
     for name, c0, view in zip(model.modalities, contents, views):
         report[name] = {

@@ -298,13 +298,19 @@ class GTC(GeneralRecommender):
             for name, c0 in zip(self.modalities, contents)
         ]
 
-    def forward(self):
-        """Fused representations of every node for evaluation, ``[n_users + n_items, D]``."""
+    def evaluation_views(self):
+        """``(S, C_0 per modality, generated views per modality)`` of every node, with the
+        evaluation sampler and sampler noise seeded by ``seed``."""
         s, contents = self._encode()
         generator = torch.Generator(device=s.device).manual_seed(self.seed)
         views = self._content_views(
             s, contents, sampler=self.eval_sampler, n_steps=self.eval_steps, generator=generator
         )
+        return s, contents, views
+
+    def forward(self):
+        """Fused representations of every node for evaluation, ``[n_users + n_items, D]``."""
+        s, _, views = self.evaluation_views()
         fused = self._fuse(s, views)
         if views and self.fusion == "gate":
             users = slice(0, self.n_users)
