@@ -26,15 +26,8 @@ def evaluate_cold_start(
     Returns:
         ``{"overall": {"hit@k", "ndcg@k"}, "cold": {...}, "n_overall", "n_cold"}``.
     """
-    config = train_data.config
     dataset = train_data._dataset
-    _, items = training_pairs(
-        dataset,
-        user_field=config["USER_ID_FIELD"],
-        item_field=config["ITEM_ID_FIELD"],
-        list_suffix=config["LIST_SUFFIX"],
-        length_field=config["ITEM_LIST_LENGTH_FIELD"],
-    )
+    _, items = training_pairs(dataset)
     counts = torch.bincount(items, minlength=dataset.item_num)
     was_training = model.training
     model.eval()

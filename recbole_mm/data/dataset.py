@@ -81,8 +81,15 @@ def modality_specs(config) -> dict[str, ModalitySpec]:
     }
 
 
-def training_pairs(dataset, *, user_field: str, item_field: str, list_suffix: str, length_field):
-    """Unique (user, item) pairs of a sequential training split: targets and history items."""
+def training_pairs(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unique (user, item) pairs of a sequential training split: targets and history items.
+
+    The field names are the dataset's own (its user and item fields, ``LIST_SUFFIX`` and
+    ``ITEM_LIST_LENGTH_FIELD`` of its configuration).
+    """
+    user_field, item_field = dataset.uid_field, dataset.iid_field
+    list_suffix = dataset.config["LIST_SUFFIX"]
+    length_field = dataset.config["ITEM_LIST_LENGTH_FIELD"]
     inter = dataset.inter_feat
     users, items = [inter[user_field]], [inter[item_field]]
     history, length = inter[item_field + list_suffix], inter[length_field]

@@ -116,13 +116,7 @@ class CEMG(SequentialRecommender):
         self.register_buffer(
             "content", torch.stack(content) if content else torch.zeros(0), persistent=False
         )  # [n_roles, n_items, d]
-        users, items = training_pairs(
-            dataset,
-            user_field=self.USER_ID,
-            item_field=self.ITEM_ID,
-            list_suffix=config["LIST_SUFFIX"],
-            length_field=self.ITEM_SEQ_LEN,
-        )
+        users, items = training_pairs(dataset)
         self.n_users = dataset.num(self.USER_ID)
         adjacency = normalized_adjacency(users, items, n_users=self.n_users, n_items=self.n_items)
         self.register_buffer("adjacency", adjacency, persistent=False)
