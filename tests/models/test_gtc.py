@@ -22,7 +22,7 @@ ABLATIONS = {
     "wo_image": {"gtc_modalities": ["text"], "gtc_alignment": "pairwise"},
     "ddpm_eval": {"gtc_eval_sampler": "ddpm"},
     "noise_start": {"gtc_sample_start": "noise", "gtc_train_sample_steps": 2},
-    "standardize": {"gtc_standardize": True},
+    "unscaled": {"gtc_standardize": False},  # the defaults standardise
     "paper_literal": {
         "gtc_prediction": "eps",
         "gtc_standardize": False,
