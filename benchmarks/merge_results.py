@@ -45,6 +45,11 @@ def pooled_runs(outputs, *, labels=None, models=None, metrics=None) -> list[dict
     return runs
 
 
+def _names(text: str) -> list[str] | None:
+    """A comma-separated list, or None (no filter) when empty."""
+    return [x for x in text.split(",") if x] or None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outputs", nargs="+", help="benchmark --out folders")
@@ -55,9 +60,8 @@ def main(argv=None) -> int:
     labels = args.label.split(",") if args.label else None
     if labels and len(labels) != len(args.outputs):
         parser.error(f"--label has {len(labels)} labels for {len(args.outputs)} outputs")
-    split = lambda text: [x for x in text.split(",") if x] or None  # noqa: E731
     runs = pooled_runs(
-        args.outputs, labels=labels, models=split(args.models), metrics=split(args.metrics)
+        args.outputs, labels=labels, models=_names(args.models), metrics=_names(args.metrics)
     )
     if not runs:
         raise SystemExit("no runs matched")
