@@ -147,8 +147,50 @@ def create_dataset(config):
         ) from err
 
 
+def full_sort_users_per_batch(n_users: int, n_items: int, *, max_scores: int) -> int:
+    """Users per full-sort evaluation batch: as many as keep ``users x items <= max_scores``,
+    at least one and at most every user."""
+    if not isinstance(max_scores, int) or max_scores < 1:
+        raise ValueError(
+            f"full_sort_max_scores = {max_scores!r} must be a positive integer (scores held per "
+            f"full-sort evaluation batch; 16777216 is 64 MiB of float32)."
+        )
+    return max(1, min(n_users, max_scores // max(n_items, 1)))
+
+
+def size_full_sort_batches(config, dataset) -> None:
+    """Size RecBole's full-sort evaluation batches in users (issue: eval_batch_size counts
+    user x item pairs there, so above 4096 items RecBole evaluates one user per batch).
+
+    Applies to non-sequential models in full-ranking mode when the user has not set
+    ``eval_batch_size`` (in a config file, dict or on the command line): ``eval_batch_size``
+    becomes ``users x n_items`` with ``full_sort_batch_users`` users, or, when that is ~, as
+    many users as fit in ``full_sort_max_scores`` scores. An explicit ``eval_batch_size`` keeps
+    RecBole's meaning. Sequential loaders already count users.
+    """
+    if "eval_batch_size" in config.external_config_dict:
+        return
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        return
+    mode = (config["eval_args"] or {}).get("mode", "full")
+    if "full" not in (mode.values() if isinstance(mode, dict) else [mode]):
+        return
+    users = config["full_sort_batch_users"]
+    if users is None:
+        users = full_sort_users_per_batch(
+            dataset.user_num, dataset.item_num, max_scores=config["full_sort_max_scores"]
+        )
+    elif not isinstance(users, int) or users < 1:
+        raise ValueError(
+            f"full_sort_batch_users = {users!r} must be a positive integer or ~ (auto)."
+        )
+    config["eval_batch_size"] = users * dataset.item_num
+
+
 def data_preparation(config, dataset):
-    """RecBole's split and dataloaders, refusing splits left empty by the protocol."""
+    """RecBole's split and dataloaders, refusing splits left empty by the protocol; full-sort
+    evaluation batches are sized in users (:func:`size_full_sort_batches`)."""
+    size_full_sort_batches(config, dataset)
     train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
     for phase, loader in (("train", train_data), ("valid", valid_data), ("test", test_data)):
         if len(loader._dataset) == 0:
