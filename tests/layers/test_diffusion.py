@@ -183,10 +183,24 @@ def test_clip_x0_bounds_the_prediction():
         assert (out.abs() <= torch.tensor([0.5, 1.0, 2.0]) + 1e-5).all()
 
 
+def test_one_step_ddim_denoises_at_the_last_timestep():
+    schedule = NoiseSchedule(n_steps=50)
+    seen = []
+
+    def denoise(x, t):
+        seen.append(t.unique().tolist())
+        return torch.zeros_like(x)
+
+    ddim_sample(denoise, schedule, torch.randn(3, 2), n_steps=1, prediction="x0")
+    assert seen == [[49]]
+
+
 def test_ddim_timesteps():
-    assert ddim_timesteps(1000, 4).tolist() == [999, 666, 333, 0]
+    assert ddim_timesteps(1000, 4).tolist() == [999, 749, 499, 249]
     assert ddim_timesteps(5, 5).tolist() == [4, 3, 2, 1, 0]
-    assert ddim_timesteps(5, 1).tolist() == [0]
+    # A one-step sampler starts where the chain starts, at t = T - 1, not at t = 0.
+    assert ddim_timesteps(5, 1).tolist() == [4]
+    assert ddim_timesteps(500, 1).tolist() == [499]
 
 
 @pytest.mark.parametrize(

@@ -273,14 +273,20 @@ def ddpm_sample(
 
 
 def ddim_timesteps(n_train_steps: int, n_steps: int) -> Tensor:
-    """``n_steps`` evenly spaced timesteps in ``[0, n_train_steps)``, descending, ending at 0."""
+    """``n_steps`` evenly spaced timesteps of ``[0, n_train_steps)``, descending, starting at
+    ``T - 1``: ``round(k T / n) - 1`` for ``k = n .. 1`` (the "trailing" spacing).
+
+    The first call of the sampler is always at the last timestep, where the chain starts, so a
+    one-step sampler denoises ``x_T`` at ``t = T - 1`` (and not at ``t = 0``, where the
+    denoiser would treat ``x_T`` as almost clean content); ``n_steps = T`` visits every step.
+    """
     if not isinstance(n_steps, int) or not 1 <= n_steps <= n_train_steps:
         raise ValueError(
             f"n_steps = {n_steps!r} must be an integer in [1, {n_train_steps}] (the schedule's "
             f"number of steps)."
         )
-    steps = torch.linspace(0, n_train_steps - 1, n_steps, dtype=torch.float64).round().long()
-    return steps.flip(0)
+    k = torch.arange(n_steps, 0, -1, dtype=torch.float64)
+    return (k * n_train_steps / n_steps).round().long() - 1
 
 
 def ddim_sample(
