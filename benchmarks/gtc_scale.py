@@ -210,7 +210,7 @@ def isolated_parts(model, users, items, args, device, result):
         views = [c[nodes].detach() for c in contents]
         with clock("diffusion (L_GEN + generation, batch nodes)"):
             loss = 0
-            for name, c0 in zip(model.modalities, views):
+            for name, c0, c_all in zip(model.modalities, views, contents):
                 t = model.schedule.sample_timesteps(c0.shape[0])
                 eps = torch.randn_like(c0)
                 loss = (
@@ -223,7 +223,12 @@ def isolated_parts(model, users, items, args, device, result):
                 loss = (
                     loss
                     + model._generate(
-                        name, s_b, c0, sampler="ddim", n_steps=model.train_steps
+                        name,
+                        s_b,
+                        c0,
+                        model._diffusion_stats(c_all),
+                        sampler="ddim",
+                        n_steps=model.train_steps,
                     ).sum()
                 )
             loss.backward()

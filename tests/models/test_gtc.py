@@ -180,15 +180,43 @@ def test_x0_prediction_with_an_oracle_denoiser_recovers_the_content(tiny_root, s
     model = _model(config, train)
     _, contents = model._encode()
     for name, c0 in zip(model.modalities, contents):
-        scale = model._scale(c0)
+        scale, _ = model._diffusion_stats(c0)
         model.denoisers[name].forward = lambda x, t, s, target=c0 / scale: target[: x.shape[0]]
     s, contents = model._encode()
-    views = model._content_views(s, contents, sampler="ddim", n_steps=1)
+    stats = [model._diffusion_stats(c) for c in contents]
+    views = model._content_views(s, contents, stats, sampler="ddim", n_steps=1)
     for view, c0 in zip(views, contents):
         torch.testing.assert_close(view, c0, rtol=1e-5, atol=1e-6)
-    if standardize:  # the diffusion space has unit RMS per column
-        scaled = contents[0] / model._scale(contents[0])
+    if standardize:  # the diffusion space has unit RMS per column over the real nodes
+        scaled = (contents[0] / stats[0][0])[torch.arange(len(contents[0])) != model.n_users]
         torch.testing.assert_close(scaled.pow(2).mean(0), torch.ones(scaled.shape[1]))
+
+
+def test_training_and_evaluation_share_one_diffusion_scale_and_clip(tiny):
+    """The scale and the x0 clip range come from every real node (padding item excluded) in
+    training and in evaluation, not from the batch's nodes in one and all rows in the other."""
+    config, train, _ = tiny
+    model = _model(config, train)
+    seen = {}
+    generate = model._generate
+
+    def spy(name, s, c0, stats, **kwargs):
+        seen.setdefault(model.training, []).append(stats)
+        return generate(name, s, c0, stats, **kwargs)
+
+    model._generate = spy
+    model.train()
+    model.calculate_loss(next(iter(train)))
+    model.eval()
+    with torch.no_grad():
+        model.evaluation_views()
+    for (train_scale, train_clip), (eval_scale, eval_clip) in zip(seen[True], seen[False]):
+        torch.testing.assert_close(train_scale, eval_scale)
+        torch.testing.assert_close(train_clip, eval_clip)
+    # The padding item's row (all zeros before any training) does not enter the statistics.
+    _, contents = model._encode()
+    real = contents[0][torch.arange(len(contents[0])) != model.n_users].detach()
+    torch.testing.assert_close(seen[False][0][0], real.pow(2).mean(0).sqrt())
 
 
 def test_x0_loss_is_zero_for_an_oracle_and_positive_otherwise(tiny_root):
@@ -210,7 +238,7 @@ def test_x0_loss_is_zero_for_an_oracle_and_positive_otherwise(tiny_root):
     user, pos, neg = batch[model.USER_ID], batch[model.ITEM_ID], batch[model.NEG_ITEM_ID]
     nodes = torch.unique(torch.cat([user, pos + model.n_users, neg + model.n_users]))
     for name, c0 in zip(model.modalities, contents):
-        target = (c0[nodes] / model._scale(c0[nodes])).detach()
+        target = (c0[nodes] / model._diffusion_stats(c0)[0]).detach()
         model.denoisers[name].forward = lambda x, t, s, target=target: target
     assert gen_term() == pytest.approx(0.0, abs=1e-7)
 

@@ -238,15 +238,28 @@ class GTC(GeneralRecommender):
         s, *contents = outputs.split(self.embedding_size, dim=1)
         return s, contents
 
-    def _scale(self, c0) -> torch.Tensor:
-        """Per-column scale of the diffusion space: the RMS of ``C_0`` (``gtc_standardize``) or 1."""
-        if not self.standardize:
-            return c0.new_ones(c0.shape[1])
-        return c0.detach().pow(2).mean(dim=0).sqrt().clamp(min=1e-8)  # [d]
+    def _diffusion_stats(self, c0_all) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(scale, clip)`` of one modality's diffusion space, from every real node's ``C_0``
+        (all users and items, RecBole's padding item 0 left out), in training and evaluation
+        alike: the per-column RMS (``gtc_standardize``; else 1) and the per-column range of the
+        scaled content that bounds every x0 estimate (``gtc_clip_x0``; else None).
 
-    def _generate(self, name, s, c0, *, sampler, n_steps, generator=None) -> torch.Tensor:
-        """Eq. 5: user-aware content ``C_bar_0`` by the reverse process conditioned on ``S``."""
-        scale = self._scale(c0)
+        Shapes:
+            c0_all: ``[n_users + n_items, d]``; scale and clip: ``[d]``.
+        """
+        real = torch.ones(c0_all.shape[0], dtype=torch.bool, device=c0_all.device)
+        real[self.n_users] = False  # the padding item
+        c0 = c0_all.detach()[real]
+        scale = c0.pow(2).mean(dim=0).sqrt().clamp(min=1e-8) if self.standardize else None
+        if scale is None:
+            scale = c0.new_ones(c0.shape[1])
+        clip = (c0 / scale).abs().amax(dim=0) if self.clip_x0 else None
+        return scale, clip
+
+    def _generate(self, name, s, c0, stats, *, sampler, n_steps, generator=None) -> torch.Tensor:
+        """Eq. 5: user-aware content ``C_bar_0`` by the reverse process conditioned on ``S``;
+        ``stats`` from :meth:`_diffusion_stats` of all nodes."""
+        scale, clip = stats
         c0 = c0 / scale
         noise = torch.randn(c0.shape, generator=generator, device=c0.device, dtype=c0.dtype)
         if self.sample_start == "content":
@@ -269,7 +282,6 @@ class GTC(GeneralRecommender):
 
         # Each x0 estimate stays within the per-column range of C_0 (DDPM's clip_denoised): an
         # untrained eps prediction is amplified by sqrt((1 - abar_T) / abar_T) (12x at T = 500).
-        clip = c0.detach().abs().amax(dim=0) if self.clip_x0 else None
         kwargs = {"prediction": self.prediction, "generator": generator, "clip_x0": clip}
         if sampler == "ddpm":
             out = ddpm_sample(denoise, self.schedule, x_t, **kwargs)
@@ -290,21 +302,27 @@ class GTC(GeneralRecommender):
         alpha = torch.sigmoid(cosine / self.log_fusion_temperature.exp())  # softmax over {C_f, 0}
         return s + alpha[:, None] * fused  # S_bar = S + S_f
 
-    def _content_views(self, s, contents, *, sampler, n_steps, generator=None):
+    def _content_views(self, s, contents, stats, *, sampler, n_steps, generator=None):
         if not self.denoise:
             return contents
         return [
-            self._generate(name, s, c0, sampler=sampler, n_steps=n_steps, generator=generator)
-            for name, c0 in zip(self.modalities, contents)
+            self._generate(name, s, c0, stat, sampler=sampler, n_steps=n_steps, generator=generator)
+            for name, c0, stat in zip(self.modalities, contents, stats)
         ]
 
     def evaluation_views(self):
         """``(S, C_0 per modality, generated views per modality)`` of every node, with the
         evaluation sampler and sampler noise seeded by ``seed``."""
         s, contents = self._encode()
+        stats = [self._diffusion_stats(c) for c in contents]
         generator = torch.Generator(device=s.device).manual_seed(self.seed)
         views = self._content_views(
-            s, contents, sampler=self.eval_sampler, n_steps=self.eval_steps, generator=generator
+            s,
+            contents,
+            stats,
+            sampler=self.eval_sampler,
+            n_steps=self.eval_steps,
+            generator=generator,
         )
         return s, contents, views
 
@@ -349,18 +367,21 @@ class GTC(GeneralRecommender):
         )
         u_idx, pos_idx, neg_idx = inverse.split(user.shape[0])
         s_b, contents_b = s[nodes], [c[nodes] for c in contents]
+        stats = [self._diffusion_stats(c) for c in contents] if self.denoise else []
 
         gen_loss = s.new_zeros(())
         if self.denoise:
-            for name, c0 in zip(self.modalities, contents_b):
+            for name, c0, (scale, _) in zip(self.modalities, contents_b, stats):
                 t = self.schedule.sample_timesteps(c0.shape[0])
                 eps = torch.randn_like(c0)
-                target = c0.detach() / self._scale(c0)
+                target = c0.detach() / scale
                 c_t = self.schedule.q_sample(target, t, eps)  # Eq. 3
                 if self.prediction == "eps":
                     target = eps  # Eq. 4
                 gen_loss = gen_loss + F.mse_loss(self.denoisers[name](c_t, t, s_b), target)
-        views = self._content_views(s_b, contents_b, sampler="ddim", n_steps=self.train_steps)
+        views = self._content_views(
+            s_b, contents_b, stats, sampler="ddim", n_steps=self.train_steps
+        )
         fused = self._fuse(s_b, views)
 
         u, pos, neg = fused[u_idx], fused[pos_idx], fused[neg_idx]
