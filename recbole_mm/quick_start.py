@@ -16,6 +16,8 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_mm.config import Config
 from recbole_mm.trainer.checkpoint import (
+    CheckpointError,
+    describe_foreign_checkpoint,
     is_plain_checkpoint,
     join_process_group,
     load_config,
@@ -205,8 +207,10 @@ def load_data_and_model(model_file: str, *, trusted: bool = True):
     checkpoint = read_checkpoint(model_file, trusted=trusted)
     if is_plain_checkpoint(checkpoint):
         config = load_config(checkpoint)
-    else:
+    elif isinstance(checkpoint, dict) and "config" in checkpoint and "state_dict" in checkpoint:
         config = checkpoint["config"]
+    else:
+        raise CheckpointError(f"{model_file} {describe_foreign_checkpoint(checkpoint)}")
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)

@@ -137,28 +137,150 @@ def set_random_states(states: dict, generator: torch.Generator | None = None) ->
         generator.set_state(states["train_loader"])
 
 
-def read_checkpoint(path: str | Path, *, map_location: Any = None, trusted: bool = False) -> dict:
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read; the message names the file and what to do."""
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format
+PICKLE_MAGIC = b"\x80"  # torch's legacy format: a pickle (protocol 2+) from the first byte
+
+
+def checkpoint_kind(path: str | Path) -> str:
+    """``"zip"`` or ``"legacy"`` for a file torch.save may have written, else ``"other"``."""
+    with open(path, "rb") as f:
+        head = f.read(len(ZIP_MAGIC))
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
+    if head.startswith(PICKLE_MAGIC):
+        return "legacy"
+    return "other"
+
+
+def _what_it_is(path: Path) -> str:
+    """A short description of a file that is not a torch checkpoint, for messages."""
+    size = path.stat().st_size
+    if size == 0:
+        return "an empty file"
+    with open(path, "rb") as f:
+        head = f.read(256)
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"a binary file of {size} bytes starting with {head[:8]!r}"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"a text file (first line: {first[:60]!r})"
+
+
+def read_checkpoint(
+    path: str | Path, *, map_location: Any = None, trusted: bool = False, fix: str | None = None
+) -> dict:
     """Read a checkpoint: ours with ``weights_only=True``; RecBole's only when ``trusted``.
 
+    The file type is checked first, so that only a file torch wrote can be called a RecBole
+    (pickled) checkpoint.
+
+    Args:
+        fix: what the user can do when the file is truncated or corrupt (a default otherwise).
+
     Raises:
-        ValueError: the file is a RecBole (pickled) checkpoint and ``trusted`` is False.
+        CheckpointError: the file is missing, is not a torch checkpoint, is truncated or
+            corrupt, or is a RecBole (pickled) checkpoint and ``trusted`` is False.
     """
     import pickle
 
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist (or is not a file).")
+    if checkpoint_kind(path) == "other":
+        raise CheckpointError(
+            f"{path} is not a torch checkpoint: it is {_what_it_is(path)}. Give a .pth file "
+            f"written by a run (the best checkpoint in checkpoint_dir, or its -last.pth file)."
+        )
+    fix = fix or (
+        "Use another checkpoint of the run (checkpoint_dir holds the best one and its "
+        "-last.pth resume file) or train again."
+    )
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise CheckpointError(f"{path} is truncated or corrupt ({err}). {fix}") from err
         if not trusted:
-            raise ValueError(
+            raise CheckpointError(
                 f"{path} is not a recbole_mm checkpoint: it holds pickled objects (RecBole's "
                 f"own trainers pickle the Config), and unpickling can run code. Load it only "
                 f"if you trust its source: pass trusted=True (--trusted on the command line)."
             ) from err
-    return torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, OSError) as err:
+        reason = str(err).split(". ")[0] or type(err).__name__
+        raise CheckpointError(
+            f"{path} is truncated or corrupt ({reason}): it was probably cut short while being "
+            f"written or copied. {fix}"
+        ) from err
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {fix}") from err
+
+
+def save_checkpoint(state: dict, path: str | Path) -> None:
+    """``torch.save(state, path)`` that never leaves a partly written file at ``path``.
+
+    The state is written to a temporary file in the same folder, flushed to disk, then renamed
+    over ``path`` (atomic on POSIX and Windows): a kill or a full disk during the write leaves
+    the previous file as it was.
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+RELOAD_NEEDS = (
+    "Reloading a model needs the checkpoint a run writes to checkpoint_dir (<Model>-<date>.pth), "
+    "which also holds the run's configuration ('config') to rebuild the dataset and the model."
+)
+RESUME_NEEDS = (
+    "Resuming needs a checkpoint a run wrote to checkpoint_dir (its -last.pth file, or the best "
+    "checkpoint), which also holds the configuration and the training progress."
+)
+
+
+def describe_foreign_checkpoint(checkpoint: Any, needed: str = RELOAD_NEEDS) -> str:
+    """What a torch file that is not a run's checkpoint holds, and what is needed instead."""
+    if (
+        isinstance(checkpoint, dict)
+        and checkpoint
+        and all(isinstance(v, torch.Tensor) for v in checkpoint.values())
+    ):
+        return (
+            f"holds model weights only (a state_dict of {len(checkpoint)} tensors, as "
+            f"torch.save(model.state_dict(), ...) writes), not a checkpoint of a run. {needed}"
+        )
+    if isinstance(checkpoint, dict):
+        keys = ", ".join(repr(k) for k in list(checkpoint)[:8])
+        return f"is not a checkpoint of a run: its keys are {keys or 'none'}. {needed}"
+    return f"holds a {type(checkpoint).__name__}, not a checkpoint of a run. {needed}"
 
 
 def is_plain_checkpoint(checkpoint: dict) -> bool:
-    return checkpoint.get("format") == FORMAT
+    return isinstance(checkpoint, dict) and checkpoint.get("format") == FORMAT
 
 
 def load_config(checkpoint: dict):
@@ -189,6 +311,33 @@ def last_checkpoint_file(best_file: str | Path) -> str:
     """The resume file written beside a run's best checkpoint."""
     best = str(best_file)
     return (best[: -len(".pth")] if best.endswith(".pth") else best) + "-last.pth"
+
+
+def resume_fix(resume_file: str | Path) -> str:
+    """How to go on when ``resume_file`` cannot be read: the run's best checkpoint, or anew."""
+    name = str(resume_file)
+    best = Path(name[: -len("-last.pth")] + ".pth") if name.endswith("-last.pth") else None
+    if best is not None and best.is_file():
+        return (
+            f"Continue from the run's best checkpoint instead (resume_file={best}: training "
+            f"goes on after its best epoch, though not bit-for-bit as the interrupted run "
+            f"would have), or start over without resume_file."
+        )
+    folder = Path(name).parent
+    others = sorted(str(p) for p in folder.glob("*.pth") if str(p) != name)[:5]
+    where = f" Checkpoints in {folder}: {', '.join(others)}." if others else ""
+    return f"Start over without resume_file, or set resume_file to another checkpoint.{where}"
+
+
+def read_resume_file(resume_file: str | Path, *, map_location: Any = None) -> dict:
+    """A resume checkpoint (recbole_mm format only); errors say how to continue."""
+    if not Path(resume_file).is_file():
+        raise CheckpointError(
+            f"resume_file={resume_file} does not exist. {resume_fix(resume_file)}"
+        )
+    return read_checkpoint(
+        resume_file, map_location=map_location, trusted=False, fix=resume_fix(resume_file)
+    )
 
 
 class SafeCheckpointMixin:
@@ -246,7 +395,7 @@ class SafeCheckpointMixin:
         if not self._is_writer():
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        torch.save(self.checkpoint_state(epoch), saved_model_file)
+        save_checkpoint(self.checkpoint_state(epoch), saved_model_file)
         if verbose:
             self.logger.info(f"Saving current: {saved_model_file}")
 
@@ -258,7 +407,7 @@ class SafeCheckpointMixin:
         state["best_model_file"] = str(self.saved_model_file)
         state["train_loss"] = {int(k): float(v) for k, v in self.train_loss_dict.items()}
         state["random_states"] = random_states(self._train_generator)
-        torch.save(state, self.last_model_file)
+        save_checkpoint(state, self.last_model_file)
 
     # -- hooks into RecBole's fit loop -----------------------------------------------------
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, **kwargs):
@@ -287,7 +436,11 @@ class SafeCheckpointMixin:
     # -- reading ---------------------------------------------------------------------------
     def resume_checkpoint(self, resume_file):
         """Continue from a ``-last.pth`` file (exact), or from any checkpoint as RecBole does."""
-        checkpoint = read_checkpoint(resume_file, map_location=self.device, trusted=False)
+        checkpoint = read_resume_file(resume_file, map_location=self.device)
+        if not is_plain_checkpoint(checkpoint) or "epoch" not in checkpoint:
+            raise CheckpointError(
+                f"resume_file={resume_file} {describe_foreign_checkpoint(checkpoint, RESUME_NEEDS)}"
+            )
         if checkpoint["config"]["model"].lower() != self.config["model"].lower():
             raise ValueError(
                 f"resume_file={resume_file} holds a {checkpoint['config']['model']} model, "

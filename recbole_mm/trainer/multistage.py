@@ -41,7 +41,12 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
-from recbole_mm.trainer.checkpoint import SafeCheckpointMixin, set_random_states
+from recbole_mm.trainer.checkpoint import (
+    SafeCheckpointMixin,
+    resume_fix,
+    save_checkpoint,
+    set_random_states,
+)
 from recbole_mm.trainer.checkpoint import read_checkpoint as _read
 
 
@@ -50,7 +55,7 @@ def stage_checkpoint_path(checkpoint_dir: str, model: str, dataset: str, stage: 
     return os.path.join(checkpoint_dir, f"{model}-{dataset}-{stage}.pth")
 
 
-def read_checkpoint(path: str, map_location=None) -> dict:
+def read_checkpoint(path: str, map_location=None, *, fix: str | None = None) -> dict:
     """A checkpoint to start from, as a dict (a bare ``state_dict`` becomes ``{"state_dict"}``).
 
     Read with ``torch.load(weights_only=True)``; checkpoints holding pickled objects (RecBole's
@@ -61,7 +66,7 @@ def read_checkpoint(path: str, map_location=None) -> dict:
             f"Checkpoint '{path}' (pre_model_path or resume file) is not a file; give an "
             "existing checkpoint"
         )
-    checkpoint = _read(str(path), map_location=map_location, trusted=False)
+    checkpoint = _read(str(path), map_location=map_location, trusted=False, fix=fix)
     if not isinstance(checkpoint, dict):
         raise ValueError(f"Checkpoint '{path}' holds no checkpoint dict")
     if "state_dict" not in checkpoint:
@@ -155,7 +160,7 @@ class MultiStageTrainer(SafeCheckpointMixin, Trainer):
         if not self._is_writer():
             return
         path = self.stage_checkpoint_file(self.stage)
-        torch.save(self.checkpoint_state(epoch), path)
+        save_checkpoint(self.checkpoint_state(epoch), path)
         if verbose:
             self.logger.info(set_color("Saving stage checkpoint", "blue") + f": {path}")
 
@@ -166,7 +171,7 @@ class MultiStageTrainer(SafeCheckpointMixin, Trainer):
             return
         state = torch.load(path, map_location="cpu", weights_only=True)
         state["completed"] = True
-        torch.save(state, path)
+        save_checkpoint(state, path)
         if verbose:
             self.logger.info(f"Stage {self.stage} completed: {path}")
 
@@ -184,7 +189,9 @@ class MultiStageTrainer(SafeCheckpointMixin, Trainer):
         resume file also restores the random states, so the run continues exactly. A
         checkpoint without a stage (written by a single-stage trainer) continues the last stage.
         """
-        checkpoint = read_checkpoint(str(resume_file), map_location=self.device)
+        checkpoint = read_checkpoint(
+            str(resume_file), map_location=self.device, fix=resume_fix(resume_file)
+        )
         if "epoch" not in checkpoint:
             raise ValueError(
                 f"resume_checkpoint: '{resume_file}' holds weights only, no training progress; "
