@@ -13,6 +13,17 @@ Deviations:
       as MMRec's VBPR does for image + text.
     - The global offset and the user bias of Eq. 1 are dropped: they cancel in the BPR
       difference x_ui - x_uj and do not change a user's ranking.
+    - Features are standardised per modality by default (``vbpr_feature_norm: standardize``):
+      each column to zero mean and unit variance over the items, each modality's block then
+      divided by sqrt(its width), so that every modality enters ``E f_i`` and ``beta'.f_i``
+      with the same expected squared norm (1). Raw CNN/audio features have large positive means
+      (TikTok's visual rows: norm ~33), which made ``beta'.f_i`` a large, fast-moving item
+      offset and the projection's output dwarf ``gamma_i``: VBPR scored below BPR.
+      ``none`` keeps the features as loaded.
+    - Regularisation: the paper's lambda_Theta, lambda_E and lambda_beta' terms are one
+      ``reg_weight`` on the batch's embeddings, item biases and projected content ``E f_i`` and
+      ``beta'.f_i`` (RecBole's EmbLoss convention: norms per batch row), as MMRec's VBPR
+      regularises the projected content rather than ``E`` itself.
 """
 
 from __future__ import annotations
@@ -23,6 +34,25 @@ from recbole.model.init import xavier_normal_initialization
 from recbole.model.loss import BPRLoss, EmbLoss
 from recbole.utils import InputType
 from torch import nn
+
+FEATURE_NORMS = ("standardize", "none")
+
+
+def standardize_block(features: torch.Tensor) -> torch.Tensor:
+    """Columns to zero mean and unit variance over the rows, then the block divided by
+    ``sqrt(width)`` so that a row's expected squared norm is 1; constant columns become 0.
+
+    Row 0 (RecBole's padding item) is left out of the statistics and stays zero.
+
+    Shapes:
+        features: ``[n_items, d]``; returns ``[n_items, d]``.
+    """
+    rows = features[1:]
+    std = rows.std(dim=0, unbiased=False)
+    out = (features - rows.mean(dim=0)) / torch.where(std > 0, std, torch.ones_like(std))
+    out = out * (std > 0) / features.shape[1] ** 0.5
+    out[0] = 0
+    return out
 
 
 class VBPR(GeneralRecommender):
@@ -41,8 +71,16 @@ class VBPR(GeneralRecommender):
             )
         if self.embedding_size <= 0:
             raise ValueError(f"embedding_size = {self.embedding_size} must be positive.")
+        norm = config["vbpr_feature_norm"]
+        if norm not in FEATURE_NORMS:
+            raise ValueError(
+                f"vbpr_feature_norm = {norm!r} is not one of {FEATURE_NORMS}; set one of them."
+            )
+        blocks = [dataset.modality_features(m) for m in modalities]
+        if norm == "standardize":
+            blocks = [standardize_block(b) for b in blocks]
         # [n_items, F]; not saved with the model: it is data, rebuilt from the dataset.
-        features = torch.cat([dataset.modality_features(m) for m in modalities], dim=1)
+        features = torch.cat(blocks, dim=1)
         self.register_buffer("item_features", features, persistent=False)
 
         # define layers: Eq. 1 of the paper, x_ui = beta_i + gamma_u.gamma_i + theta_u.(E f_i)
@@ -88,11 +126,15 @@ class VBPR(GeneralRecommender):
         neg_item = interaction[self.NEG_ITEM_ID]
         pos_score = self.forward(user, pos_item)
         neg_score = self.forward(user, neg_item)
+        items = torch.cat([pos_item, neg_item])
+        content = self.item_features[items]
         reg = self.reg_loss(
             self.user_gamma(user),
             self.user_theta(user),
-            self.item_gamma(pos_item),
-            self.item_gamma(neg_item),
+            self.item_gamma(items),
+            self.item_bias(items),
+            self.projection(content),  # E f_i
+            self.feature_bias(content),  # beta'.f_i
         )
         # RecBole's EmbLoss returns shape [1]; the contract is a scalar loss.
         return self.bpr_loss(pos_score, neg_score) + self.reg_weight * reg.squeeze(0)
