@@ -19,8 +19,9 @@ def _views(n=5, d=3, m=3, seed=0):
     return [torch.randn(n, d, generator=g, dtype=torch.float64) for _ in range(m)]
 
 
-def _brute_force_tc(views, seed, temperature=1.0):
-    """Eq. 7-9 term by term: for every anchor and row, the positive against N - 1 negatives."""
+def _brute_force_tc(views, seed, temperature=1.0, include_positive=False):
+    """Eq. 7-9 term by term: for every anchor and row, the positive against N - 1 negatives
+    (Eq. 7's denominator: the negatives, plus the positive with ``include_positive``)."""
     g = torch.Generator().manual_seed(seed)
     n = views[0].shape[0]
     total = 0.0
@@ -39,20 +40,27 @@ def _brute_force_tc(views, seed, temperature=1.0):
                 for j in range(n)
                 if j != i
             ]
-            denominator = math.exp(positive) + sum(math.exp(s) for s in negatives)
+            denominator = sum(math.exp(s) for s in negatives)
+            if include_positive:
+                denominator += math.exp(positive)
             anchor_loss += -(positive - math.log(denominator))
         total += anchor_loss / n
     return total
 
 
+@pytest.mark.parametrize("include_positive", [False, True])
 @pytest.mark.parametrize(("m", "temperature"), [(2, 1.0), (3, 1.0), (3, 0.5), (4, 2.0)])
-def test_tc_loss_equals_brute_force(m, temperature):
+def test_tc_loss_equals_brute_force(m, temperature, include_positive):
     views = _views(m=m)
     got = total_correlation_loss(
-        views, temperature=temperature, generator=torch.Generator().manual_seed(11)
+        views,
+        temperature=temperature,
+        include_positive=include_positive,
+        generator=torch.Generator().manual_seed(11),
     )
     assert got.dim() == 0
-    assert got.item() == pytest.approx(_brute_force_tc(views, 11, temperature), rel=1e-9)
+    expected = _brute_force_tc(views, 11, temperature, include_positive)
+    assert got.item() == pytest.approx(expected, rel=1e-9)
 
 
 def test_multilinear_inner_product():

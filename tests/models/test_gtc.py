@@ -277,3 +277,15 @@ def test_end_to_end_reloads_best_checkpoint_with_same_test_metrics(tiny_root, ru
 
     reloaded = Trainer(config, model).evaluate(test, load_best_model=False)
     assert dict(reloaded) == pytest.approx(dict(result["test_result"]))
+
+
+def test_fusion_gate_can_close_to_the_interaction_only_representation(tiny):
+    """Eq. 10's 'no content' logit lets the model switch the content off for every node."""
+    config, train, _ = tiny
+    model = _model(config, train)
+    s, contents = model._encode()
+    views = [torch.randn_like(c) for c in contents]
+    assert not torch.allclose(model._fuse(s, views), s)
+    with torch.no_grad():
+        model.fusion_offset.fill_(1e4)
+    torch.testing.assert_close(model._fuse(s, views), s)

@@ -52,8 +52,12 @@ Deviations:
       batch's users and items; its target C_0 is detached so that the loss cannot be lowered
       by shrinking the content embeddings.
     - Eq. 10's softmax over a single similarity is identically 1; we read it as a two-way
-      softmax between using C_f and not (a sigmoid gate per node, learnable temperature), which
-      depends on the node only, not on the batch.
+      softmax between using C_f (logit cos / tau) and not (a learnable logit, 0 at the start):
+      a sigmoid gate per node with a learnable temperature and offset, which depends on the
+      node only, not on the batch, and can close for every node when the content does not
+      help (the content path can then not make GTC worse than its interaction-only form).
+    - L_CON's denominator holds the negatives j != i only, as Eq. 7 writes it
+      (``gtc_tc_denominator: negatives``); ``all`` adds the positive (InfoNCE's cross-entropy).
     - Ablations: "Base w/ DN" and "Base w/ TC" keep Base's concatenation (each adds one part to
       Base), although Sec. 4.3 also calls Base w/ TC "GTC removing denoising".
     - Per-dataset T, w1, w2 come from Sec. 4.7 (Sports T = 300; Sec. 4.1 says 500).
@@ -98,6 +102,7 @@ CHOICES = {
     "gtc_sample_start": ("content", "noise"),
     "gtc_prediction": ("eps", "x0"),
     "gtc_denoiser_losses": ("gen", "all"),
+    "gtc_tc_denominator": ("negatives", "all"),
 }
 
 
@@ -127,6 +132,7 @@ class GTC(GeneralRecommender):
         self.eval_steps = config["gtc_eval_sample_steps"] or self.train_steps
         self.tc_temperature = config["gtc_tc_temperature"]
         self.tc_normalize = config["gtc_tc_normalize"]
+        self.tc_include_positive = config["gtc_tc_denominator"] == "all"
         self.clip_x0 = config["gtc_clip_x0"]
         self.standardize = config["gtc_standardize"]
         self.prediction = config["gtc_prediction"]
@@ -171,6 +177,9 @@ class GTC(GeneralRecommender):
         self.log_fusion_temperature = nn.Parameter(
             torch.tensor(math.log(config["gtc_fusion_temperature"]))
         )
+        # Eq. 10's second option ("no content") has a learnable logit, 0 at the start: the gate
+        # can close for every node when the content does not help the ranking.
+        self.fusion_offset = nn.Parameter(torch.zeros(()))
         self.bpr_loss = BPRLoss()
         self.reg_loss = EmbLoss(norm=2)
         self._eval_cache: torch.Tensor | None = None
@@ -299,7 +308,8 @@ class GTC(GeneralRecommender):
         for content in contents[1:]:
             fused = fused * content  # C_f = V_bar * T_bar
         cosine = F.cosine_similarity(s, fused, dim=-1)  # [N]
-        alpha = torch.sigmoid(cosine / self.log_fusion_temperature.exp())  # softmax over {C_f, 0}
+        # Eq. 10 as a two-way softmax over {use C_f: cos / tau, not: fusion_offset}.
+        alpha = torch.sigmoid(cosine / self.log_fusion_temperature.exp() - self.fusion_offset)
         return s + alpha[:, None] * fused  # S_bar = S + S_f
 
     def _content_views(self, s, contents, stats, *, sampler, n_steps, generator=None):
@@ -393,7 +403,10 @@ class GTC(GeneralRecommender):
                 batch_views = [s_b[items], *(v[items] for v in views)]
                 if self.alignment == "tc":
                     con_loss = total_correlation_loss(  # Eq. 7-9
-                        batch_views, temperature=self.tc_temperature, normalize=self.tc_normalize
+                        batch_views,
+                        temperature=self.tc_temperature,
+                        normalize=self.tc_normalize,
+                        include_positive=self.tc_include_positive,
                     )
                 else:
                     con_loss = pairwise_contrastive_loss(

@@ -52,6 +52,7 @@ def total_correlation_loss(
     *,
     temperature: float = 1.0,
     normalize: bool = False,
+    include_positive: bool = False,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Symmetrised contrastive lower bound of ``TC(views)``, as a loss to minimise (Eq. 7-9).
@@ -59,15 +60,19 @@ def total_correlation_loss(
     For anchor view ``a`` and row ``i`` the positive is the matched tuple and the ``N - 1``
     negatives are the tuples ``(.., v_m[pi_m(j)], ..)``, ``j != i``, built by an independent
     in-batch permutation ``pi_m`` of every non-anchor view ``m`` (a sample of the product of the
-    marginals). The loss of anchor ``a`` is the cross-entropy of the positive among these ``N``
-    candidates under the score ``h / temperature`` (the negative of Eq. 7, averaged over the
-    batch); Eq. 9 sums it over the anchors. By Eq. 8, ``TC >= log N - loss_a`` for every anchor.
+    marginals). The loss of anchor ``a`` is, averaged over the batch, the negative of Eq. 7:
+    ``-h_i / tau + log sum_{j != i} exp(h_ij / tau)``, whose denominator holds the negatives
+    only, as Eq. 7 writes it; ``include_positive`` adds the positive to the denominator, which
+    makes it the cross-entropy of the positive among the ``N`` candidates (InfoNCE's and
+    Symile's form, never below 0). Eq. 9 sums the anchors' losses. By Eq. 8,
+    ``TC >= log N - loss_a`` for every anchor.
 
     Args:
         views: ``M >= 2`` aligned views (GTC: ``S``, ``V_bar``, ``T_bar``). With two views the
             bound is InfoNCE's bound on their mutual information.
         temperature: divides ``h`` (1.0: the paper's unscaled score).
         normalize: L2-normalise every row first (Symile's practice; the paper uses raw vectors).
+        include_positive: also count the positive in the denominator (cross-entropy form).
         generator: source of the permutations (seed it for a reproducible loss).
 
     Shapes:
@@ -87,8 +92,13 @@ def total_correlation_loss(
         for view in others[1:]:
             shuffled = shuffled * view[torch.randperm(n, generator=generator).to(device)]
         logits = views[anchor] @ shuffled.T  # [N, N]: h(anchor_i, negative tuple j)
-        logits = torch.where(diagonal, positive[:, None], logits) / temperature
-        total = total + F.cross_entropy(logits, target)  # Eq. 9: sum over anchors
+        if include_positive:
+            logits = torch.where(diagonal, positive[:, None], logits) / temperature
+            total = total + F.cross_entropy(logits, target)  # Eq. 9: sum over anchors
+        else:
+            negatives = logits.masked_fill(diagonal, float("-inf")) / temperature  # j != i
+            anchor_loss = torch.logsumexp(negatives, dim=1) - positive / temperature  # -Eq. 7
+            total = total + anchor_loss.mean()  # Eq. 9: sum over anchors
     return total
 
 
