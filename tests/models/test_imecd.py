@@ -141,6 +141,55 @@ def test_ablation_switches(data, tiny_root):
     assert full.item_embedding.weight.grad.abs().sum() > 0
 
 
+def test_defaults_are_the_papers_best_values(tiny_root):
+    # Sec. IV-D: N = 10 experts (Toys; 8 on Games), Z = 24 codes, lambda_q = 0.7 (Toys).
+    config = Config(model="IMECD", dataset=TINY, config_dict=tiny_config(tiny_root))
+    assert (config["n_experts"], config["n_codes"], config["lambda_q"]) == (10, 24, 0.7)
+    # Eq. 22: L_r with weight 1; evaluation runs the T-step chain of Eq. 16-18.
+    assert config["lambda_r"] == 1.0 and config["imecd_eval_steps"] is None
+
+
+@pytest.mark.parametrize(("eval_steps", "calls"), [(None, 5), (5, 5), (2, 2), (1, 1)])
+def test_evaluation_calls_each_denoiser_eval_steps_times(data, tiny_root, eval_steps, calls):
+    _, train, test = data
+    model = _model(_config(tiny_root, imecd_eval_steps=eval_steps), train).eval()
+    counts = dict.fromkeys(model.branches, 0)
+    for m in model.branches:
+        model.denoisers[m].register_forward_hook(
+            lambda *_, m=m: counts.__setitem__(m, counts[m] + 1)
+        )
+    with torch.no_grad():
+        scores = model.full_sort_predict(next(iter(test))[0])
+    assert counts == dict.fromkeys(model.branches, calls)
+    assert torch.isfinite(scores).all()
+
+
+def test_eval_steps_out_of_range_is_refused(data, tiny_root):
+    for bad in (0, 6, 2.5):
+        with pytest.raises(ValueError, match=f"imecd_eval_steps = {bad}"):
+            _model(_config(tiny_root, imecd_eval_steps=bad), data[1])
+
+
+def test_reconstruction_weight_and_stop_gradient(data, tiny_root):
+    _, train, _ = data
+    batch = next(iter(train))
+
+    def rec_grad(**overrides):
+        model = _model(_config(tiny_root, lambda_c=0.0, **overrides), train).train()
+        _, rec = model.calculate_loss(batch)
+        rec.backward()
+        return rec, model.item_embedding.weight.grad
+
+    # Same weights and draws: the two differ only by the gradient through the target x0.
+    rec, grad = rec_grad()
+    rec_through, grad_through = rec_grad(rec_stop_gradient=False)
+    assert rec > 0 and torch.equal(rec, rec_through)
+    pulled = (grad_through - grad).abs().sum(-1).nonzero().flatten()
+    assert len(pulled) and set(pulled.tolist()) <= set(batch[train._dataset.iid_field].tolist())
+    rec, _ = rec_grad(lambda_r=0.0)
+    assert rec == 0
+
+
 def test_run_saves_and_reloads_the_best_checkpoint(tiny_root, run_in_tmp):
     from recbole_mm.quick_start import load_data_and_model, run_recbole_mm
     from recbole_mm.utils import get_trainer

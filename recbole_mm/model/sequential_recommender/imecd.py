@@ -55,7 +55,12 @@ from recbole.model.layers import TransformerEncoder
 from recbole.utils import InputType
 from torch import Tensor, nn
 
-from recbole_mm.model.layers.diffusion import NoiseSchedule, ddpm_sample, timestep_embedding
+from recbole_mm.model.layers.diffusion import (
+    NoiseSchedule,
+    ddim_sample,
+    ddpm_sample,
+    timestep_embedding,
+)
 from recbole_mm.model.layers.moe import GuidedMixtureOfExperts
 from recbole_mm.model.layers.sequence_vq import SequenceQuantizer
 
@@ -139,6 +144,8 @@ class IMECD(SequentialRecommender):
         self.hidden_size = config["hidden_size"]
         self.lambda_q = config["lambda_q"]
         self.lambda_c = config["lambda_c"]
+        self.lambda_r = config["lambda_r"]
+        self.rec_stop_gradient = config["rec_stop_gradient"]
         self.cl_temperature = config["cl_temperature"]
         self.use_id_moe = config["use_id_moe"]
         self.use_vq = config["use_vq"]
@@ -196,6 +203,8 @@ class IMECD(SequentialRecommender):
             beta_end=config["beta_end"],
             kind=config["noise_schedule"],
         )
+        eval_steps = config["imecd_eval_steps"]
+        self.eval_steps = int(config["n_steps"]) if eval_steps is None else eval_steps
         self._eval_generator: torch.Generator | None = None
 
         # parameters initialization
@@ -246,10 +255,16 @@ class IMECD(SequentialRecommender):
             "n_codes": config["n_codes"] >= 1,
             "lambda_q": self.lambda_q >= 0,
             "lambda_c": self.lambda_c >= 0,
+            "lambda_r": self.lambda_r >= 0,
             "cl_temperature": self.cl_temperature > 0,
             "gumbel_tau": config["gumbel_tau"] > 0,
             "vq_update_rate": 0 < config["vq_update_rate"] <= 1,
             "n_steps": int(config["n_steps"]) >= 1,
+            "imecd_eval_steps": config["imecd_eval_steps"] is None
+            or (
+                isinstance(config["imecd_eval_steps"], int)
+                and 1 <= config["imecd_eval_steps"] <= int(config["n_steps"])
+            ),
             "diffusion_lambda": config["diffusion_lambda"] >= 0,
             "noise_schedule": config["noise_schedule"] in ("linear", "truncated_linear"),
         }
@@ -326,16 +341,21 @@ class IMECD(SequentialRecommender):
             x_t = self.schedule.q_sample(x0, t, torch.randn_like(x0))  # Eq. 11-12
             x0_hat = self.denoisers[m](x_t, t, conds[m], attn_mask)  # Eq. 13
             ce = ce + F.cross_entropy(x0_hat @ reps[m].T, target)  # Eq. 20-21
-            # Eq. 14 against a stop-gradient target: through x0 it collapses the embeddings.
-            rec = rec + (x0.detach() - x0_hat).square().sum(-1).mean()
+            # Eq. 14; by default against sg(x0): through x0 it collapses the embeddings.
+            x0_target = x0.detach() if self.rec_stop_gradient else x0
+            rec = rec + (x0_target - x0_hat).square().sum(-1).mean()
             if self.lambda_c > 0:
                 cl = cl + contrastive_loss(x0_hat, temperature=self.cl_temperature)  # Eq. 15
         if self.lambda_c > 0:
-            return ce, rec, self.lambda_c * cl  # Eq. 22
-        return ce, rec
+            return ce, self.lambda_r * rec, self.lambda_c * cl  # Eq. 22
+        return ce, self.lambda_r * rec
 
     def generate(self, interaction, reps: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Eq. 16-18: ``p_u^m`` by the ``T``-step reverse process from Gaussian noise."""
+        """Eq. 16-18: ``p_u^m`` by the reverse process from Gaussian noise.
+
+        ``eval_steps == n_steps``: the ``T``-step DDPM chain of the paper; fewer: a strided,
+        deterministic DDIM chain (eta = 0) with ``eval_steps`` denoiser calls per branch.
+        """
         conds, attn_mask = self.forward(
             interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], reps
         )
@@ -346,13 +366,15 @@ class IMECD(SequentialRecommender):
             x_T = torch.randn(
                 cond.shape[0], self.hidden_size, generator=generator, device=cond.device
             )
-            out[m] = ddpm_sample(
-                lambda x_t, t: denoiser(x_t, t, cond, attn_mask),  # noqa: B023 (called here)
-                self.schedule,
-                x_T,
-                prediction="x0",
-                generator=generator,
-            )
+            denoise = lambda x_t, t: denoiser(x_t, t, cond, attn_mask)  # noqa: B023, E731
+            if self.eval_steps == self.schedule.n_steps:
+                out[m] = ddpm_sample(
+                    denoise, self.schedule, x_T, prediction="x0", generator=generator
+                )
+            else:
+                out[m] = ddim_sample(
+                    denoise, self.schedule, x_T, n_steps=self.eval_steps, prediction="x0"
+                )
         return out
 
     def predict(self, interaction):
