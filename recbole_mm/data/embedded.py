@@ -4,16 +4,21 @@
 modalities added. RecBole redirects the name ``ml-100k`` to its own example folder, hence a name
 of our own. The folder ``<cache>/datasets/ml-100k-mm/`` (see :func:`default_cache_dir`) holds:
 
-* ``ml-100k-mm.{inter,item,user,kg,link}``: byte copies of the shipped files, so that RecBole's
+* ``ml-100k-mm.{inter,item,user,kg}``: byte copies of the shipped files, so that RecBole's
   general, sequential and knowledge-aware baselines run on exactly the same data;
+* ``ml-100k-mm.link``: the shipped ``ml-100k.link`` re-aligned to ml-100k's item ids. The shipped
+  file is keyed by MovieLens-1M movie ids (ml-100k item 313 is *Titanic*, ML-1M movie 313 *The
+  Swan Princess*); :data:`ML1M_MAP`, written by ``python -m dataset_tools.movielens_link``, maps
+  each ml-100k item to its ML-1M id, and :func:`realign_link` reads the link through it;
 * ``ml-100k-mm.text.{npy,tokens}``: 384-d all-MiniLM-L6-v2 embeddings of one sentence per film
   (:data:`TEXT_TEMPLATE`, :func:`film_sentence`), every item of ``ml-100k.item``;
 * ``ml-100k-mm.kg.{npy,tokens}``: 64-d embeddings of each film's 1-hop Freebase neighbourhood
-  (:func:`kg_features`); films without a link or without a neighbour shared with another film
-  have no row, and the dataset's ``missing_feature_policy`` fills them. The shipped
-  ``ml-100k.link`` is used as it is, and it is misaligned (see :data:`LINK_NOTE`);
-* ``ml-100k-mm.build.json``: what was built, how, the counts and the build time. It is written
-  last, and the folder only appears, by an atomic rename, once everything is in it.
+  (:func:`kg_features`) through the re-aligned link; films without a link or without a
+  neighbour shared with another film have no row, and the dataset's ``missing_feature_policy``
+  fills them;
+* ``ml-100k-mm.build.json``: what was built, how, the counts, the link's coverage and the build
+  time. It is written last, and the folder only appears, by an atomic rename, once everything is
+  in it.
 
 Rebuilding on the same machine gives byte-identical feature files.
 """
@@ -46,23 +51,17 @@ logger = logging.getLogger("recbole_mm")
 
 CACHE_ENV = "RECBOLE_MM_CACHE"
 # Bump when the files an embedded build writes change, so that old builds are not taken as current.
-BUILD_FORMAT = 1
+# 2: ml-100k-mm.link and the kg modality re-aligned to ml-100k's item ids.
+BUILD_FORMAT = 2
 ATOMIC_SUFFIXES = ("inter", "item", "user", "kg", "link")
 
 TEXT_TEMPLATE = "{title} ({year}). Genres: {genres}."
 KG_DIM = 64
 KG_MIN_FILMS = 2  # a (relation, entity) feature must be shared by at least this many films
 INVERSE_PREFIX = "~"
-LINK_NOTE = (
-    "RecBole's ml-100k.link keys its item_id column by MovieLens' global movieId (the ML-1M / "
-    "ML-20M numbering), not by ml-100k's item ids: ml-100k item 313 (Titanic) is linked to the "
-    "entity of global movie 313 (The Swan Princess), and the KG's sequel triples join the "
-    "entities of items 260, 1196 and 1210 (Star Wars IV-VI in the global numbering) instead of "
-    "ml-100k's 50, 172 and 181 (RUCAIBox/RecSysDatasets issue #130). The link is used as "
-    "shipped, as RecBole's knowledge-aware models use it, so the kg modality of most items "
-    "describes another film; treat it as a structured side signal, not as the film's own "
-    "knowledge graph."
-)
+# ml-100k item id -> MovieLens-1M movie id, the ids RecBole's ml-100k.link is keyed by (package
+# data, written by dataset_tools/movielens_link.py; docs/datasets.md has the match report).
+ML1M_MAP = "ml-100k-to-ml-1m.tsv"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,6 +241,57 @@ def _read_atomic(path: Path) -> tuple[list[str], list[list[str]]]:
     return header, [line.split("\t") for line in lines[1:] if line]
 
 
+def load_ml1m_map() -> dict[str, str]:
+    """ml-100k item id -> MovieLens-1M movie id, from the packaged :data:`ML1M_MAP`.
+
+    Items the map leaves unmatched (see ``dataset_tools.movielens_link``) are absent.
+    """
+    text = importlib.resources.files("recbole_mm.data").joinpath(ML1M_MAP).read_text("utf-8")
+    lines = text.splitlines()
+    if lines[0].split("\t")[:2] != ["ml100k_item", "ml1m_movie"]:
+        raise ValueError(f"{ML1M_MAP} does not start with the header ml100k_item, ml1m_movie.")
+    rows = (line.split("\t") for line in lines[1:] if line)
+    return {item: movie for item, movie, *_ in rows if movie}
+
+
+def realign_link(
+    items: Sequence[str], ml1m_of: dict[str, str], shipped: dict[str, str]
+) -> tuple[dict[str, str], list[tuple[str, str]], dict]:
+    """Read RecBole's ``ml-100k.link`` (keyed by ML-1M movie ids) through the ml-100k -> ML-1M map.
+
+    ml-100k lists some films twice under two item ids, which then share one entity. RecBole's
+    knowledge-aware datasets need a one-to-one link (``KnowledgeBasedDataset`` inverts it), so
+    the link rows keep the first of such items in ``items`` order; the kg modality, which has no
+    such constraint, gives every one of them the film's neighbourhood.
+
+    Args:
+        items: ml-100k item ids, in ``ml-100k.item`` order.
+        ml1m_of: ml-100k item id -> ML-1M movie id (:func:`load_ml1m_map`).
+        shipped: ML-1M movie id -> entity, the rows of the shipped ``ml-100k.link``.
+
+    Returns:
+        ``(links, rows, stats)``: item -> entity for every item whose film is linked, the
+        one-to-one ``(item, entity)`` rows for the ``.link`` file, and counts for the manifest.
+    """
+    links = {i: shipped[ml1m_of[i]] for i in items if ml1m_of.get(i) in shipped}
+    first: dict[str, str] = {}
+    for item, entity in links.items():
+        first.setdefault(entity, item)
+    rows = [(item, entity) for item, entity in links.items() if first[entity] == item]
+    used = {ml1m_of[i] for i in links}
+    stats = {
+        "shipped_link_rows": len(shipped),
+        "items_with_ml1m_id": sum(i in ml1m_of for i in items),
+        "items_linked": len(links),
+        "link_rows": len(rows),
+        "items_sharing_an_entity_left_out_of_link": {
+            item: first[entity] for item, entity in links.items() if first[entity] != item
+        },
+        "shipped_link_rows_of_films_not_in_ml100k": sum(m not in used for m in shipped),
+    }
+    return links, rows, stats
+
+
 def kg_features(
     items: Sequence[str],
     links: dict[str, str],
@@ -266,7 +316,7 @@ def kg_features(
 
     Args:
         items: item tokens, in output order.
-        links: item token -> entity id (ml-100k.link).
+        links: item token -> entity id (several items may share an entity).
         triples: ``(head, relation, tail)`` entity triples (ml-100k.kg).
         dim: number of SVD components.
 
@@ -292,15 +342,18 @@ def kg_features(
                     break
 
     # 2. neighbourhoods
-    film_of = {links[i]: i for i in items if i in links}
+    films_of: dict[str, list[str]] = defaultdict(list)
+    for i in items:
+        if i in links:
+            films_of[links[i]].append(i)
     hood: dict[str, set[tuple[str, str]]] = defaultdict(set)
     for head, relation, tail in triples:
         if relation in dropped:
             continue
-        if head in film_of:
-            hood[film_of[head]].add((relation, tail))
-        if tail in film_of:
-            hood[film_of[tail]].add((INVERSE_PREFIX + relation, head))
+        for film in films_of.get(head, ()):
+            hood[film].add((relation, tail))
+        for film in films_of.get(tail, ()):
+            hood[film].add((INVERSE_PREFIX + relation, head))
 
     # 3. shared features only
     df = Counter(f for item in hood for f in hood[item])
@@ -391,14 +444,21 @@ def _build_ml_100k_mm(
     name, source = "ml-100k-mm", recbole_example_folder("ml-100k")
     steps = tqdm(total=3, desc=f"Building {name}", unit="step", disable=not show_progress)
 
-    steps.set_postfix_str("copying atomic files")
-    for suffix in ATOMIC_SUFFIXES:
-        shutil.copyfile(source / f"ml-100k.{suffix}", folder / f"{name}.{suffix}")
-    steps.update()
-
     header, rows = _read_atomic(source / "ml-100k.item")
     col = {field: j for j, field in enumerate(header)}
     items = [r[col["item_id"]] for r in rows]
+
+    steps.set_postfix_str("atomic files")
+    for suffix in ATOMIC_SUFFIXES:
+        if suffix != "link":
+            shutil.copyfile(source / f"ml-100k.{suffix}", folder / f"{name}.{suffix}")
+    link_text = (source / "ml-100k.link").read_text(encoding="utf-8").splitlines()
+    shipped = dict(line.split("\t") for line in link_text[1:] if line)
+    links, link_rows, link_stats = realign_link(items, load_ml1m_map(), shipped)
+    (folder / f"{name}.link").write_text(
+        "\n".join([link_text[0], *("\t".join(r) for r in link_rows)]) + "\n", encoding="utf-8"
+    )
+    steps.update()
 
     steps.set_postfix_str(f"text: {DEFAULT_TEXT_MODEL}")
     text_rows = rows[:max_items] if max_items is not None else rows
@@ -411,9 +471,7 @@ def _build_ml_100k_mm(
     steps.update()
 
     steps.set_postfix_str("kg: TF-IDF + SVD")
-    _, link_rows = _read_atomic(source / "ml-100k.link")
     _, kg_rows = _read_atomic(source / "ml-100k.kg")
-    links = {item: entity for item, entity in link_rows}
     kg_tokens, kg, stats = kg_features(items, links, [tuple(r) for r in kg_rows], dim=KG_DIM)
     save_modality(folder, name, "kg", tokens=kg_tokens, features=kg)
     steps.update()
@@ -433,7 +491,6 @@ def _build_ml_100k_mm(
         stats["items_linked_without_shared_neighbour"],
         name,
     )
-    logger.warning("%s: %s", name, LINK_NOTE)
     return {
         "source": str(source),
         "counts": {"users": len(users), "items": len(items), "interactions": len(inter_rows)},
@@ -443,7 +500,8 @@ def _build_ml_100k_mm(
             "dim": int(text.shape[1]),
             "rows": len(sentences),
         },
-        "kg": {"dim": KG_DIM, "min_films_per_feature": KG_MIN_FILMS, **stats, "note": LINK_NOTE},
+        "link": {"map": ML1M_MAP, **link_stats},
+        "kg": {"dim": KG_DIM, "min_films_per_feature": KG_MIN_FILMS, **stats},
     }
 
 

@@ -16,6 +16,8 @@ from recbole_mm.data.embedded import (
     film_sentence,
     is_embedded,
     kg_features,
+    load_ml1m_map,
+    realign_link,
     truncated_svd_scores,
 )
 from recbole_mm.data.features import ModalitySpec, load_modality
@@ -61,13 +63,57 @@ def test_registry_and_cache_dir(monkeypatch, tmp_path):
 
 def test_full_build_files_and_counts(built):
     assert sorted(p.name for p in built.iterdir()) == sorted(EMBEDDED_DATASETS[NAME].files())
-    for suffix in embedded.ATOMIC_SUFFIXES:
+    for suffix in ("inter", "item", "user", "kg"):
         shipped = (SOURCE / f"ml-100k.{suffix}").read_bytes()
         assert (built / f"{NAME}.{suffix}").read_bytes() == shipped, suffix
     manifest = json.loads((built / f"{NAME}.build.json").read_text())
     assert manifest["counts"] == {"users": 943, "items": 1682, "interactions": 100000}
-    assert manifest["kg"]["items_without_link"] == 84
+    assert manifest["link"]["items_with_ml1m_id"] == 1668
+    assert manifest["link"]["items_linked"] == 1536 and manifest["link"]["link_rows"] == 1519
+    assert manifest["kg"]["items_without_link"] == 1682 - 1536
     assert manifest["text"]["template"] == embedded.TEXT_TEMPLATE
+
+
+def test_full_build_link_is_realigned(built):
+    """The link is keyed by ml-100k item ids, one row per entity, read through the shipped map."""
+    header, rows = embedded._read_atomic(built / f"{NAME}.link")
+    assert (built / f"{NAME}.link").read_text().splitlines()[0] == "item_id:token\tentity_id:token"
+    link = dict(rows)
+    assert len(link) == len(rows) == len(set(link.values())) == 1519  # one-to-one, as RecBole needs
+    shipped = dict(zip(*_link_columns()))  # keyed by ML-1M movie ids
+    ml1m_of = load_ml1m_map()
+    assert all(shipped[ml1m_of[item]] == entity for item, entity in link.items())
+    assert "313" not in link  # Titanic is ML-1M 1721, beyond the ids the shipped link covers
+    assert link["50"] == shipped["260"] and link["181"] == shipped["1210"]  # Star Wars IV, VI
+    # Chasing Amy is ml-100k item 246 and again 268: the first keeps the link row.
+    assert link["246"] == shipped["1639"] and "268" not in link
+
+
+def test_full_build_sequels_and_directors(built):
+    """Through the new link the knowledge graph says what is known of the films; through the
+    shipped link, read by ml-100k ids, it did not."""
+    _, triples = embedded._read_atomic(SOURCE / "ml-100k.kg")
+    sequel = {(h, t) for h, r, t in triples if r == "film.film.sequel"}
+    directors: dict[str, set[str]] = {}
+    for h, r, t in triples:
+        if r == "film.film.directed_by":
+            directors.setdefault(h, set()).add(t)
+    new = dict(embedded._read_atomic(built / f"{NAME}.link")[1])
+    old = dict(zip(*_link_columns()))
+    # Star Wars (50) -> The Empire Strikes Back (172) -> Return of the Jedi (181)
+    for link, expected in ((new, True), (old, False)):
+        assert ((link["50"], link["172"]) in sequel) is expected
+        assert ((link["172"], link["181"]) in sequel) is expected
+    films_by = {  # ml-100k items by one director each
+        "Spielberg": ["82", "318", "174", "234", "423", "210"],
+        "Hitchcock": ["479", "603", "480", "185", "443"],
+        "Kubrick": ["135", "474", "179", "188", "200"],
+        "Cameron": ["176", "195", "96", "385", "164"],
+        "Burton": ["403", "231", "47", "235"],
+    }
+    for who, films in films_by.items():
+        assert set.intersection(*(directors[new[f]] for f in films)), who
+        assert not set.intersection(*(directors.get(old[f], set()) for f in films)), who
 
 
 def test_full_build_text_modality(built):
@@ -84,11 +130,12 @@ def test_full_build_text_modality(built):
 def test_full_build_kg_modality(built):
     tokens, kg = _modality(built, "kg", 64)
     manifest = json.loads((built / f"{NAME}.build.json").read_text())["kg"]
-    linked = set(_column(SOURCE / "ml-100k.link", "item_id"))
     items = _column(SOURCE / "ml-100k.item", "item_id")
+    shipped = dict(zip(*_link_columns()))
+    linked = {i for i, m in load_ml1m_map().items() if m in shipped}
     assert kg.shape == (len(tokens), 64) and kg.dtype == np.float32
     assert set(tokens) <= linked  # no film without a link has a row
-    assert len(tokens) == manifest["items_with_kg_features"] == 1682 - 84 - 2
+    assert len(tokens) == manifest["items_with_kg_features"] == 1536
     assert tokens == [i for i in items if i in set(tokens)]  # item-file order
     assert np.linalg.norm(kg, axis=1).min() > 0
     # Components come in decreasing energy, with the sign convention applied.
@@ -101,7 +148,7 @@ def test_kg_vectors_follow_the_graph(built):
     """Films joined by a sequel triple are far closer than the average pair of films."""
     tokens, kg = _modality(built, "kg", 64)
     row = {t: i for i, t in enumerate(tokens)}
-    item_of = {e: i for i, e in zip(*_link_columns())}
+    item_of = {e: i for i, e in embedded._read_atomic(built / f"{NAME}.link")[1]}
     _, triples = embedded._read_atomic(SOURCE / "ml-100k.kg")
     pairs = [
         (row[item_of[h]], row[item_of[t]])
@@ -112,6 +159,26 @@ def test_kg_vectors_follow_the_graph(built):
     unit = kg / np.linalg.norm(kg, axis=1, keepdims=True)
     sequel = np.mean([unit[a] @ unit[b] for a, b in pairs])
     assert sequel > (unit @ unit.T).mean() + 0.2
+
+
+def test_kg_neighbours_share_the_films_genres(built):
+    """The kg vector describes the film itself: a film's nearest kg neighbour shares its
+    (ml-100k) genres far more than a random film does. Through the shipped link read by ml-100k
+    ids both were 0.17."""
+    tokens, kg = _modality(built, "kg", 64)
+    header, rows = embedded._read_atomic(SOURCE / "ml-100k.item")
+    genres = {r[0]: set(r[header.index("class")].split()) for r in rows}
+    unit = kg / np.linalg.norm(kg, axis=1, keepdims=True)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+
+    def jaccard(a: str, b: str) -> float:
+        return len(genres[a] & genres[b]) / len(genres[a] | genres[b])
+
+    nearest = np.mean([jaccard(t, tokens[j]) for t, j in zip(tokens, sim.argmax(axis=1))])
+    shuffled = np.random.default_rng(0).permutation(len(tokens))
+    random = np.mean([jaccard(t, tokens[j]) for t, j in zip(tokens, shuffled)])
+    assert nearest > 0.45 and random < 0.25
 
 
 def _link_columns() -> tuple[list[str], list[str]]:
@@ -248,6 +315,28 @@ def test_kg_features_neighbourhoods():
     unit = features / np.linalg.norm(features, axis=1, keepdims=True)
     assert unit[3] @ unit[2] > unit[3] @ unit[0]
 
+    # Two items of one film (one entity) get the same row; the other films are unchanged.
+    twice, twice_features, _ = kg_features(items + ["6"], {**links, "6": "f4"}, triples, dim=3)
+    assert twice == ["1", "2", "3", "4", "6"]
+    np.testing.assert_array_equal(twice_features[4], twice_features[3])
+
     # A film whose only feature is its own gets no row.
     tokens, _, stats = kg_features(["1", "2", "3"], links, [("f3", "film.actor", "a")], dim=2)
     assert tokens == [] and stats["items_linked_without_shared_neighbour"] == 3
+
+
+def test_realign_link():
+    items = ["1", "2", "3", "4", "5"]
+    ml1m_of = {"1": "10", "2": "20", "3": "10", "4": "40"}  # 3 is 1 again; 5 is unmatched
+    shipped = {"10": "e10", "20": "e20", "30": "e30"}  # 40 has no entity; 30 is not in ml-100k
+    links, rows, stats = realign_link(items, ml1m_of, shipped)
+    assert links == {"1": "e10", "2": "e20", "3": "e10"}
+    assert rows == [("1", "e10"), ("2", "e20")]
+    assert stats == {
+        "shipped_link_rows": 3,
+        "items_with_ml1m_id": 4,
+        "items_linked": 3,
+        "link_rows": 2,
+        "items_sharing_an_entity_left_out_of_link": {"3": "1"},
+        "shipped_link_rows_of_films_not_in_ml100k": 1,
+    }
