@@ -8,6 +8,7 @@ through :meth:`MultimodalMixin.modality_features` and never read files.
 
 from __future__ import annotations
 
+import difflib
 import logging
 from pathlib import Path
 
@@ -56,6 +57,89 @@ def check_dataset_files(config) -> None:
     raise DatasetFilesMissing(f"Dataset '{name}': missing {', '.join(missing)}. {fix}")
 
 
+class AtomicFileError(ValueError):
+    """An atomic file RecBole cannot read as it is; the message names the file and the fix."""
+
+
+ATOMIC_SUFFIXES = ("inter", "user", "item")
+_EXAMPLE_HEADER = "user_id:token<TAB>item_id:token<TAB>rating:float<TAB>timestamp:float"
+
+
+_SEPARATOR_NAMES = {"\t": "tab", ",": "comma", ";": "semicolon", " ": "space"}
+
+
+def _separator_name(separator: str) -> str:
+    """``tab`` for a tab; the repr of a separator without a name."""
+    return _SEPARATOR_NAMES.get(separator, repr(separator))
+
+
+def check_atomic_file(path: str | Path, *, separator: str = "\t", encoding: str = "utf-8") -> None:
+    """Check that an atomic file has a header of ``name:type`` columns and at least one row.
+
+    RecBole reads the header by splitting on ``field_separator`` and each column on ``:``;
+    a file that breaks this fails there with "not enough values to unpack" or worse.
+
+    Raises:
+        AtomicFileError: naming the file, the column at fault and the fix.
+    """
+    from recbole.utils import FeatureType
+
+    path = Path(path)
+    types = [t.value for t in FeatureType]
+    with open(path, encoding=encoding, errors="replace") as f:
+        header = f.readline().rstrip("\n")
+        has_rows = any(line.strip() for line in f)
+    sep = _separator_name(separator)
+    if not header.strip():
+        raise AtomicFileError(
+            f"{path} {'has an empty first line' if has_rows else 'is empty'}: an atomic file "
+            f"starts with a header of name:type columns separated by a {sep}, e.g. "
+            f"'{_EXAMPLE_HEADER}', followed by one row per line."
+        )
+    columns = header.split(separator)
+    for other in ("\t", ",", ";", " "):
+        if other != separator and len(columns) == 1 and header.count(":") > 1 and other in header:
+            raise AtomicFileError(
+                f"{path} looks {_separator_name(other)}-separated (header: '{header[:80]}'), "
+                f"but field_separator is a {sep}. Convert the file to {sep}-separated columns "
+                f"(RecBole's atomic format), or set field_separator: {other!r} if no value "
+                f"contains a {_separator_name(other)}."
+            )
+    for number, column in enumerate(columns, start=1):
+        name, colon, kind = column.partition(":")
+        if not colon or not name or ":" in kind:
+            raise AtomicFileError(
+                f"{path}: column {number} of the header, '{column}', is not name:type. Every "
+                f"column needs a type, one of {', '.join(types)} (e.g. '{_EXAMPLE_HEADER}')."
+            )
+        if kind not in types:
+            near = difflib.get_close_matches(kind, types, n=1)
+            hint = f"did you mean '{name}:{near[0]}'? " if near else ""
+            raise AtomicFileError(
+                f"{path}: column {number} of the header, '{column}', has type '{kind}', which "
+                f"RecBole does not know: {hint}The types are {', '.join(types)}."
+            )
+    if not has_rows:
+        raise AtomicFileError(
+            f"{path} has a header but no rows: add the data (one row per line, columns "
+            f"separated by a {sep}), or point data_path at the folder that holds it."
+        )
+
+
+def check_atomic_headers(config) -> None:
+    """:func:`check_atomic_file` on every atomic file RecBole will read for ``config``."""
+    folder, name = Path(config["data_path"]), config["dataset"]
+    paths = list(required_files(config))
+    paths += [folder / f"{name}.{suffix}" for suffix in ATOMIC_SUFFIXES if suffix != "inter"]
+    for path in paths:
+        if path.is_file():
+            check_atomic_file(
+                path,
+                separator=config["field_separator"] or "\t",
+                encoding=config["encoding"] or "utf-8",
+            )
+
+
 def prepare_dataset_files(config) -> None:
     """Build an embedded dataset on first use, then check the files RecBole will read."""
     from recbole_mm.data.embedded import ensure_embedded_dataset, is_embedded
@@ -63,6 +147,7 @@ def prepare_dataset_files(config) -> None:
     if is_embedded(config["dataset"]):
         ensure_embedded_dataset(config["dataset"], config["data_path"])
     check_dataset_files(config)
+    check_atomic_headers(config)
 
 
 def modality_specs(config) -> dict[str, ModalitySpec]:

@@ -103,10 +103,7 @@ def load_modality(spec: ModalitySpec) -> tuple[list[str], np.ndarray]:
                 f"modalities.{spec.name}.{'feature_file' if what == 'feature matrix' else 'token_file'} "
                 f"at the right file."
             )
-    try:
-        features = np.load(spec.feature_file, allow_pickle=False)
-    except ValueError as err:
-        raise FeatureError(f"{spec.feature_file} is not a plain numpy array file: {err}") from err
+    features = _read_matrix(spec)
     tokens = spec.token_file.read_text(encoding="utf-8").splitlines()
     source = str(spec.feature_file)
     _check_matrix(features, tokens, source=source, modality=spec.name, token_file=spec.token_file)
@@ -117,6 +114,44 @@ def load_modality(spec: ModalitySpec) -> tuple[list[str], np.ndarray]:
             f"the file."
         )
     return tokens, features.astype(np.float32, copy=False)
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_matrix(spec: ModalitySpec) -> np.ndarray:
+    """``np.load`` of a feature file; a file that is not, or no longer, a whole ``.npy`` is
+    reported with its name and how to produce it again."""
+    path = spec.feature_file
+    remake = (
+        "Write it again with the converter or extractor that made it (dataset_tools, or "
+        "recbole_mm.data.features.save_modality), or copy it again from its source."
+    )
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if not head.startswith(NPY_MAGIC):
+        what = "is empty" if not head else f"does not start as a .npy file does ({head!r})"
+        raise FeatureError(
+            f"The feature matrix of modality '{spec.name}', {path}, {what}: it is not a "
+            f"numpy.save file. {remake}"
+        )
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "pickled data" in str(err) or "Object arrays" in str(err):
+            raise FeatureError(
+                f"The feature matrix of modality '{spec.name}', {path}, holds Python objects, "
+                f"not numbers ({err}). Save a float matrix [n_items, dim]. {remake}"
+            ) from err
+        raise FeatureError(
+            f"The feature matrix of modality '{spec.name}', {path}, is truncated or corrupt "
+            f"({err}): it was probably cut short while being written or copied. {remake}"
+        ) from err
+    except (EOFError, OSError) as err:
+        raise FeatureError(
+            f"The feature matrix of modality '{spec.name}', {path}, is truncated or corrupt "
+            f"({err or type(err).__name__}). {remake}"
+        ) from err
 
 
 def align_features(
