@@ -16,9 +16,10 @@ of our own. The folder ``<cache>/datasets/ml-100k-mm/`` (see :func:`default_cach
   (:func:`kg_features`) through the re-aligned link; films without a link or without a
   neighbour shared with another film have no row, and the dataset's ``missing_feature_policy``
   fills them;
-* ``ml-100k-mm.build.json``: what was built, how, the counts, the link's coverage and the build
-  time. It is written last, and the folder only appears, by an atomic rename, once everything is
-  in it.
+* ``ml-100k-mm.build.json``: what was built, how, the counts, the link's coverage, the build
+  time, and every other file's size and SHA-256, checked on each use (:func:`build_problems`).
+  It is written last, and the folder only appears, by an atomic rename, once everything is in
+  it.
 
 Rebuilding on the same machine gives byte-identical feature files.
 """
@@ -26,6 +27,7 @@ Rebuilding on the same machine gives byte-identical feature files.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.resources
 import json
 import logging
@@ -52,7 +54,8 @@ logger = logging.getLogger("recbole_mm")
 CACHE_ENV = "RECBOLE_MM_CACHE"
 # Bump when the files an embedded build writes change, so that old builds are not taken as current.
 # 2: ml-100k-mm.link and the kg modality re-aligned to ml-100k's item ids.
-BUILD_FORMAT = 2
+# 3: the manifest records every file's size and SHA-256 ("files").
+BUILD_FORMAT = 3
 ATOMIC_SUFFIXES = ("inter", "item", "user", "kg", "link")
 
 TEXT_TEMPLATE = "{title} ({year}). Genres: {genres}."
@@ -74,12 +77,17 @@ class EmbeddedDataset:
     description: str
     build: Callable[..., dict]  # build(folder, *, show_progress) -> summary for the manifest
 
+    @property
+    def manifest(self) -> str:
+        """Name of the build's manifest file."""
+        return manifest_name(self.name)
+
     def files(self) -> list[str]:
         """Names of every file a complete build holds, the manifest included."""
         names = [f"{self.name}.{suffix}" for suffix in ATOMIC_SUFFIXES]
         for modality in self.modalities:
             names.extend(feature_file_names(self.name, modality))
-        return names + [manifest_name(self.name)]
+        return names + [self.manifest]
 
 
 def manifest_name(name: str) -> str:
@@ -104,7 +112,12 @@ def ensure_embedded_dataset(
 
     The build goes into a temporary sibling folder (``.<name>.building-*``) that is renamed to
     ``folder`` when complete, so an interrupted build never leaves a folder that looks complete;
-    on an exception the temporary folder is removed. A complete earlier build is reused.
+    on an exception the temporary folder is removed. A complete earlier build is reused: every
+    file the manifest lists has the size and SHA-256 it records (:func:`build_problems`).
+
+    A folder that holds our manifest but fails that check (a file truncated, changed or missing)
+    or was built in an older :data:`BUILD_FORMAT` is ours to replace: it is rebuilt, with a
+    warning naming what was wrong, and swapped in when the new build is complete.
 
     Args:
         name: a key of :data:`EMBEDDED_DATASETS`.
@@ -114,7 +127,9 @@ def ensure_embedded_dataset(
 
     Raises:
         ValueError: ``name`` is not an embedded dataset.
-        FileExistsError: ``folder`` exists, is not empty and is not a complete build.
+        FileExistsError: ``folder`` exists, is not empty, is not a complete build and has no
+            readable manifest of ours (or one of a newer format); the message names the files
+            and the folder to delete.
     """
     if not is_embedded(name):
         raise ValueError(
@@ -122,18 +137,27 @@ def ensure_embedded_dataset(
         )
     spec = EMBEDDED_DATASETS[name]
     folder = Path(folder) if folder is not None else default_cache_dir() / "datasets" / name
-    if _is_complete(folder, spec):
-        logger.debug("Using the embedded dataset %s built in %s.", name, folder)
-        return folder
+    stale = None
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
     elif folder.exists():
-        missing = [f for f in spec.files() if not (folder / f).is_file()]
-        raise FileExistsError(
-            f"{folder} exists but is not a complete build of the embedded dataset '{name}' "
-            f"(missing or outdated: {missing or [manifest_name(name)]}). Delete the folder "
-            f"(rm -r '{folder}') to have it rebuilt, or set data_path elsewhere."
+        manifest, problems = build_problems(folder, spec)
+        if not problems:
+            logger.debug("Using the embedded dataset %s built in %s.", name, folder)
+            return folder
+        if manifest is None or manifest["format"] > BUILD_FORMAT:
+            raise FileExistsError(
+                f"{folder} exists but is not a complete build of the embedded dataset '{name}' "
+                f"({'; '.join(problems)}). Delete the folder (rm -r '{folder}') to have it "
+                f"rebuilt, or set data_path elsewhere."
+            )
+        logger.warning(
+            "The embedded dataset %s in %s is damaged or outdated (%s); rebuilding it.",
+            name,
+            folder,
+            "; ".join(problems),
         )
+        stale = folder
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     logger.info(
@@ -153,12 +177,17 @@ def ensure_embedded_dataset(
         seconds = time.perf_counter() - start
         manifest = {"format": BUILD_FORMAT, "dataset": name, **summary}
         manifest["build_seconds"] = round(seconds, 1)
-        (tmp / manifest_name(name)).write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest["files"] = {f: _file_record(tmp / f) for f in spec.files() if f != spec.manifest}
+        (tmp / spec.manifest).write_text(json.dumps(manifest, indent=2) + "\n")
+        if stale is not None and not _replace_stale(stale, spec):
+            shutil.rmtree(tmp, ignore_errors=True)
+            logger.info("%s was rebuilt meanwhile by another process; using it.", folder)
+            return folder
         try:
             os.rename(tmp, folder)
         except OSError:
             # Another process finished the same build first: keep its folder.
-            if not _is_complete(folder, spec):
+            if build_problems(folder, spec)[1]:
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
             logger.info("%s was built meanwhile by another process; using it.", folder)
@@ -170,14 +199,75 @@ def ensure_embedded_dataset(
     return folder
 
 
-def _is_complete(folder: Path, spec: EmbeddedDataset) -> bool:
-    manifest = folder / manifest_name(spec.name)
-    if not all((folder / f).is_file() for f in spec.files()):
+def _replace_stale(folder: Path, spec: EmbeddedDataset) -> bool:
+    """Move a damaged build of ours out of the way; False if it was repaired meanwhile."""
+    if not build_problems(folder, spec)[1]:
         return False
+    aside = folder.parent / f".{spec.name}.stale-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        return json.loads(manifest.read_text()).get("format") == BUILD_FORMAT
+        os.rename(folder, aside)
+    except FileNotFoundError:  # another process moved it first; its new build may follow
+        return True
+    shutil.rmtree(aside, ignore_errors=True)
+    return True
+
+
+def _file_record(path: Path) -> dict:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def build_problems(folder: str | Path, spec: EmbeddedDataset) -> tuple[dict | None, list[str]]:
+    """Check a build folder against its manifest.
+
+    Every file of ``spec.files()`` must exist and have the size and SHA-256 the manifest records
+    (the files are a few MB, so the check costs tens of milliseconds), and the manifest must be
+    of the current :data:`BUILD_FORMAT`.
+
+    Returns:
+        ``(manifest, problems)``: the manifest if it is readable and names this dataset (the
+        folder is then ours), else ``None``; and one line per problem, naming the file; empty
+        when the build is complete.
+    """
+    folder = Path(folder)
+    path = folder / spec.manifest
+    try:
+        manifest = json.loads(path.read_text())
+        if not isinstance(manifest, dict) or manifest.get("dataset") != spec.name:
+            raise ValueError
+        if not isinstance(manifest.get("format"), int):
+            raise ValueError
+    except FileNotFoundError:
+        manifest, problems = None, [f"{spec.manifest} is missing"]
     except (OSError, ValueError):
-        return False
+        manifest, problems = None, [f"{spec.manifest} is unreadable or not ours"]
+    else:
+        problems = []
+        if manifest["format"] != BUILD_FORMAT:
+            problems.append(
+                f"{spec.manifest} is of build format {manifest['format']}, this version reads "
+                f"format {BUILD_FORMAT}"
+            )
+    # Sizes and checksums can only be checked against a manifest of the current format.
+    records = manifest.get("files", {}) if manifest and not problems else None
+    for name in spec.files():
+        file = folder / name
+        if name == spec.manifest:
+            continue
+        if not file.is_file():
+            problems.append(f"{name} is missing")
+        elif records is None:
+            continue
+        elif name not in records:
+            problems.append(f"{name} is not recorded in {spec.manifest}")
+        elif (size := file.stat().st_size) != records[name]["size"]:
+            problems.append(f"{name} has {size} bytes, the build wrote {records[name]['size']}")
+        elif _file_record(file)["sha256"] != records[name]["sha256"]:
+            problems.append(f"{name} differs from what the build wrote (SHA-256)")
+    return manifest, problems
 
 
 # ---------------------------------------------------------------------------------------------

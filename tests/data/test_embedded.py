@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import json
+import logging
+import shutil
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -226,14 +232,92 @@ def test_incomplete_folder_is_refused_not_reused(tmp_path, built):
     folder = tmp_path / NAME
     folder.mkdir()
     (folder / f"{NAME}.inter").write_bytes((built / f"{NAME}.inter").read_bytes())
-    with pytest.raises(FileExistsError, match="not a complete build"):
+    with pytest.raises(FileExistsError, match="not a complete build") as error:
         ensure_embedded_dataset(NAME, folder, show_progress=False)
+    assert f"{NAME}.build.json is missing" in str(error.value)
+    assert f"{NAME}.kg.npy is missing" in str(error.value)
+    assert f"rm -r '{folder}'" in str(error.value)
     assert [p.name for p in folder.iterdir()] == [f"{NAME}.inter"]
 
 
-def test_outdated_build_format_is_refused(tmp_path, built, monkeypatch):
+@pytest.fixture
+def small_build(monkeypatch) -> None:
+    """Rebuilds through the public entry point encode 40 sentences, not 1,682."""
+    spec = dataclasses.replace(
+        EMBEDDED_DATASETS[NAME],
+        build=functools.partial(embedded._build_ml_100k_mm, max_items=40),
+    )
+    monkeypatch.setitem(EMBEDDED_DATASETS, NAME, spec)
+
+
+def _copy(built: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(built, tmp_path / NAME))
+
+
+def test_manifest_records_every_file(built):
+    files = json.loads((built / f"{NAME}.build.json").read_text())["files"]
+    assert sorted(files) == sorted(f for f in EMBEDDED_DATASETS[NAME].files() if "build" not in f)
+    for name, record in files.items():
+        data = (built / name).read_bytes()
+        assert record == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
+    assert embedded.build_problems(built, EMBEDDED_DATASETS[NAME]) == (ANY, [])
+
+
+def test_truncated_file_is_rebuilt(tmp_path, built, small_build, caplog):
+    folder = _copy(built, tmp_path)
+    kg = folder / f"{NAME}.kg.npy"
+    size = kg.stat().st_size
+    kg.write_bytes(kg.read_bytes()[: size // 2])
+    with caplog.at_level(logging.WARNING, logger="recbole_mm"):
+        assert ensure_embedded_dataset(NAME, folder, show_progress=False) == folder
+    assert f"{NAME}.kg.npy has {size // 2} bytes, the build wrote {size}" in caplog.text
+    assert "rebuilding it" in caplog.text
+    assert kg.stat().st_size == size
+    assert embedded.build_problems(folder, EMBEDDED_DATASETS[NAME])[1] == []
+    assert len(_modality(folder, "text", 384)[0]) == 40  # the new (small) build, swapped in
+    assert sorted(p.name for p in tmp_path.iterdir()) == [NAME]  # nothing left beside it
+
+
+def test_changed_or_missing_file_is_detected(tmp_path, built):
+    folder = _copy(built, tmp_path)
+    spec = EMBEDDED_DATASETS[NAME]
+    inter = folder / f"{NAME}.inter"
+    data = bytearray(inter.read_bytes())
+    data[100] ^= 1  # same size, one bit changed
+    inter.write_bytes(bytes(data))
+    (folder / f"{NAME}.text.tokens").unlink()
+    manifest, problems = embedded.build_problems(folder, spec)
+    assert manifest["dataset"] == NAME
+    assert problems == [
+        f"{NAME}.inter differs from what the build wrote (SHA-256)",
+        f"{NAME}.text.tokens is missing",
+    ]
+
+
+def test_unreadable_manifest_is_refused(tmp_path, built):
+    folder = _copy(built, tmp_path)
+    manifest = folder / f"{NAME}.build.json"
+    manifest.write_text(
+        manifest.read_text()[:50]
+    )  # truncated JSON: the folder is not provably ours
+    with pytest.raises(FileExistsError, match=f"{NAME}.build.json is unreadable or not ours"):
+        ensure_embedded_dataset(NAME, folder, show_progress=False)
+    assert manifest.read_text() and (folder / f"{NAME}.kg.npy").is_file()  # untouched
+
+
+def test_older_build_format_is_rebuilt(tmp_path, built, small_build, monkeypatch, caplog):
+    folder = _copy(built, tmp_path)
     monkeypatch.setattr(embedded, "BUILD_FORMAT", embedded.BUILD_FORMAT + 1)
-    with pytest.raises(FileExistsError, match="outdated"):
+    with caplog.at_level(logging.WARNING, logger="recbole_mm"):
+        ensure_embedded_dataset(NAME, folder, show_progress=False)
+    assert "this version reads format" in caplog.text
+    manifest = json.loads((folder / f"{NAME}.build.json").read_text())
+    assert manifest["format"] == embedded.BUILD_FORMAT
+
+
+def test_newer_build_format_is_refused(built, monkeypatch):
+    monkeypatch.setattr(embedded, "BUILD_FORMAT", embedded.BUILD_FORMAT - 1)
+    with pytest.raises(FileExistsError, match="this version reads format"):
         ensure_embedded_dataset(NAME, built, show_progress=False)
 
 
