@@ -1,12 +1,17 @@
 """``run_recbole_mm.py``: train and evaluate one model on one dataset, RecBole-style.
 
-Any other ``--key=value`` argument overrides a configuration key, as with RecBole's
-``run_recbole.py`` (RecBole reads them from the command line itself).
+Any other ``--key=value`` (or ``--key value``) argument overrides a configuration key, as with
+RecBole's ``run_recbole.py`` (RecBole reads them from the command line itself). Errors in the
+user's input (settings, files, checkpoints: ``ValueError`` and ``FileNotFoundError`` with a
+message that names the problem) end the run with that message alone; set
+``RECBOLE_MM_TRACEBACK=1`` to see the traceback as well.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 DEFAULT_MODEL = "GTC"
@@ -16,6 +21,7 @@ DEFAULT_DATASET = "ml-100k-mm"
 def _parser(models: list[str], datasets: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_recbole_mm.py",
+        allow_abbrev=False,  # --config_file=x (a RecBole key) is not --config_files
         description=(
             "Train and evaluate a recommender with RecBole's trainer and evaluator. "
             "Other --key=value arguments override configuration keys (e.g. --epochs=5)."
@@ -47,14 +53,34 @@ def main(argv: list[str] | None = None) -> dict:
         get_model(args.model)
     except UnknownModelError as err:
         parser.error(str(err))
+    from recbole_mm.config import ConfigError, normalize_overrides
     from recbole_mm.quick_start import run_recbole_mm
 
+    try:
+        overrides = normalize_overrides(overrides)
+    except ConfigError as err:
+        parser.error(str(err))
     config_files = args.config_files.split() if args.config_files else None
     # RecBole's Config reads --key=value overrides from sys.argv itself: leave it only those.
     sys.argv = [sys.argv[0], *overrides]
-    return run_recbole_mm(
-        model=args.model,
-        dataset=args.dataset,
-        config_file_list=config_files,
-        saved=args.saved.lower() not in {"false", "0", "no"},
-    )
+    with user_errors(parser.prog):
+        return run_recbole_mm(
+            model=args.model,
+            dataset=args.dataset,
+            config_file_list=config_files,
+            saved=args.saved.lower() not in {"false", "0", "no"},
+        )
+
+
+@contextlib.contextmanager
+def user_errors(prog: str):
+    """End the process with ``prog: error: <message>`` (exit status 1) on an error in the
+    user's input, whose message says what is wrong and what to do; the traceback is shown
+    only with ``RECBOLE_MM_TRACEBACK=1``."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("RECBOLE_MM_TRACEBACK"):
+            raise
+        sys.stderr.write(f"{prog}: error: {error}\n")
+        raise SystemExit(1) from None

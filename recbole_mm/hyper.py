@@ -57,10 +57,20 @@ def read_space(path: str | Path) -> dict[str, tuple[str, list]]:
                 f"{', '.join(SPACE_TYPES)} (e.g. 'learning_rate choice [0.01,0.001]')."
             )
         name, kind, text = parts
+        for opening, closing in ("[]", "()"):
+            if text.count(opening) > text.count(closing):
+                raise ValueError(
+                    f"{path}:{number}: the values of {name} open a list with '{opening}' that "
+                    f"is not closed: '{text}'. Close it with '{closing}' on the same line "
+                    f"(one parameter per line, e.g. '{name} choice [0.01,0.001]')."
+                )
         try:
             values = ast.literal_eval(text.replace(" ", ""))
         except (ValueError, SyntaxError) as err:
-            raise ValueError(f"{path}:{number}: values '{text}' of {name} are unreadable") from err
+            raise ValueError(
+                f"{path}:{number}: values '{text}' of {name} are unreadable: write numbers, "
+                f"quoted strings, True/False/None, or lists of them (e.g. [0.01,0.001])."
+            ) from err
         if kind == "choice":
             if not isinstance(values, (list, tuple)) or not values:
                 raise ValueError(f"{path}:{number}: choice {name} needs a non-empty list")
@@ -76,6 +86,22 @@ def read_space(path: str | Path) -> dict[str, tuple[str, list]]:
     if not space:
         raise ValueError(f"{path}: no parameters to search")
     return space
+
+
+def check_space_keys(space: dict, source) -> None:
+    """Refuse searched names that are no configuration key: every trial would be the same.
+
+    Raises:
+        ValueError: naming the key and the nearest known one.
+    """
+    from recbole_mm.config import did_you_mean, known_keys
+
+    for name in space:
+        if name not in known_keys():
+            raise ValueError(
+                f"{source}: '{name}' is not a configuration key of RecBole or recbole_mm: "
+                f"{did_you_mean(name)} Searching it would run identical trials; fix the name."
+            )
 
 
 def space_file(model: str, params_file: str | None = None) -> Path:
@@ -327,6 +353,7 @@ def hyperopt_search(
         raise ValueError(f"algo={algo!r} is not one of {', '.join(ALGORITHMS)}")
     path = space_file(model, params_file)
     space = read_space(path)
+    check_space_keys(space, path)
     if algo == "exhaustive":
         _check_exhaustive(space, path)
         max_evals = grid_size(space)
@@ -437,6 +464,7 @@ def ray_search(
         raise ValueError(f"algo={algo!r} is not one of {', '.join(ALGORITHMS)}")
     path = space_file(model, params_file)
     space = read_space(path)
+    check_space_keys(space, path)
     if algo == "exhaustive":
         _check_exhaustive(space, path)
     fixed = _fixed_settings(model, dataset, config_dict, space)
@@ -529,13 +557,14 @@ def ray_search(
 
 # -- command line ----------------------------------------------------------------------------
 def parse_overrides(args: list[str]) -> dict:
-    """``--key=value`` arguments as a dict; values read as Python/YAML literals when they are."""
+    """``--key=value`` (or ``--key value``) arguments as a dict; values read as Python/YAML
+    literals when they are."""
     import yaml
 
+    from recbole_mm.config import normalize_overrides
+
     overrides = {}
-    for arg in args:
-        if not arg.startswith("--") or "=" not in arg:
-            raise ValueError(f"Argument '{arg}' is not --key=value")
+    for arg in normalize_overrides(args):
         key, text = arg[2:].split("=", 1)
         try:
             value = ast.literal_eval(text)
@@ -575,6 +604,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> SearchResult:
+    from recbole_mm.cli import user_errors
+
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
@@ -594,6 +625,11 @@ def main(argv: list[str] | None = None) -> SearchResult:
         output_dir=args.output_dir,
         seed=args.seed,
     )
+    with user_errors(parser.prog):
+        return _search(args, common)
+
+
+def _search(args, common: dict) -> SearchResult:
     if args.backend == "ray":
         result = ray_search(
             args.model,
