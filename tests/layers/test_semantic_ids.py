@@ -12,6 +12,9 @@ from recbole_mm.model.layers.semantic_ids import (
     SemanticIdTrie,
     beam_scores_to_matrix,
     constrained_beam_search,
+    evaluation_history,
+    history_mask,
+    ranking_scores,
     reorder_state,
 )
 
@@ -290,6 +293,65 @@ def test_beam_scores_to_matrix():
     matrix = beam_scores_to_matrix(items, scores, n_items=4)
     inf = float("-inf")
     assert matrix.tolist() == [[-0.5, inf, -0.25, inf], [inf, -0.75, inf, inf]]
+
+
+def _hits(matrix, positive, k):
+    """RecBole's count: topk over the row, then a lookup of the positives (bool [B, n])."""
+    return positive.gather(1, matrix.topk(k, dim=1).indices).sum(1)
+
+
+def test_ranking_scores_refuses_rows_whose_top_k_reaches_unscored_items():
+    inf = float("-inf")
+    items = torch.tensor([[5, 3, -1], [2, 4, 1]])
+    scores = torch.tensor([[-0.1, -0.2, inf], [-0.1, -0.2, -0.3]])
+    outside = torch.ones(2, 8, dtype=torch.bool)
+    outside[0, [0, 5, 3]] = outside[1, [0, 2, 4, 1]] = False
+    # Without the check row 0's third slot goes to a -inf item, a positive here.
+    assert _hits(beam_scores_to_matrix(items, scores, n_items=8), outside, 3)[0] == 1
+    with pytest.raises(RuntimeError, match="2 rankable items for 1 row"):
+        ranking_scores(items, scores, n_items=8, k=3)
+    matrix = ranking_scores(items[1:], scores[1:], n_items=8, k=3)
+    assert _hits(matrix, outside[1:], 3).tolist() == [0]
+    # A returned item the evaluator masks does not count towards k.
+    masked = torch.zeros(1, 8, dtype=torch.bool)
+    masked[0, 4] = True
+    with pytest.raises(RuntimeError, match="2 rankable items"):
+        ranking_scores(items[1:], scores[1:], n_items=8, k=3, masked=masked)
+
+
+def test_ranking_scores_accepts_rows_holding_every_unmasked_item():
+    """Fewer unmasked items than k: all of them ranked, the top-K completed from masked items
+    and item 0, which RecBole never counts as positives."""
+    inf = float("-inf")
+    masked = torch.tensor([[False, True, False, True, True, False]])  # unmasked: 2 and 5
+    matrix = ranking_scores(
+        torch.tensor([[5, 2, 1, -1]]),
+        torch.tensor([[-0.1, -0.2, -0.3, inf]]),
+        n_items=6,
+        k=4,
+        masked=masked,
+    )
+    assert matrix.isfinite().nonzero()[:, 1].tolist() == [2, 5]  # masked item 1 dropped
+    with pytest.raises(RuntimeError, match="1 rankable items"):
+        ranking_scores(
+            torch.tensor([[5, -1]]), torch.tensor([[-0.1, inf]]), n_items=6, k=4, masked=masked
+        )
+
+
+def test_history_mask_and_evaluation_history():
+    history = torch.tensor([[3, 1, 0], [0, 0, 0]])
+    assert history_mask(history, n_items=5).tolist() == [
+        [False, True, False, True, False],
+        [False] * 5,
+    ]
+
+    class Loader:  # what RecBole's FullSortEvalDataLoader holds, per user id
+        is_sequential = False
+        uid2history_item = [None, torch.tensor([4, 2]), torch.tensor([], dtype=torch.long)]
+
+    assert evaluation_history(Loader(), n_users=4).tolist() == [[0, 0], [2, 4], [0, 0], [0, 0]]
+    Loader.is_sequential = True  # a sequential loader masks nothing
+    assert evaluation_history(Loader(), n_users=4) is None
 
 
 @pytest.mark.gpu

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, seeded_model, tiny_config, tiny_splits
+from conftest import TINY, seeded_model, tiny_config, tiny_splits, write_tiny_dataset
+from recbole_ranking import recbole_hits
 
 from recbole_mm.evaluation import evaluate_cold_start
 from recbole_mm.model.layers.quantizer import ResidualQuantizer
@@ -206,6 +207,62 @@ def test_bad_configuration(tiny_root):
     config, train, _, _ = _setup(tiny_root, embedding_size=7)
     with pytest.raises(ValueError, match="embedding_size = 7"):
         _model(config, train)
+
+
+def test_rows_short_of_top_k_are_refused_not_filled_by_ties(tiny_root, monkeypatch):
+    """Issue 13.5: a row with fewer than max(topk) generated items was completed by RecBole's
+    topk with -inf items in tie order, and those that are positives counted as hits. Here the
+    generator loses two of five beams and every other item is a positive."""
+    config, train, _, test = _setup(tiny_root)
+    model = _model(config, train)
+    model.set_stage("generator")
+    interaction = next(iter(test))[0]
+    n, kept = model.n_items, torch.tensor([model.n_items - 1, model.n_items - 2, model.n_items - 3])
+
+    def lossy(prompt, mask, **kwargs):
+        items = torch.full((len(prompt), 5), -1)
+        items[:, :3] = kept
+        scores = torch.tensor([-1.0, -2.0, -3.0, float("-inf"), float("-inf")])
+        return items, scores.expand(len(prompt), 5)
+
+    monkeypatch.setattr(model.generator, "generate", lossy)
+    outside = torch.ones(len(interaction), n, dtype=torch.bool)
+    outside[:, 0] = False
+    outside[:, kept] = False
+    positive_u, positive_i = outside.nonzero(as_tuple=True)
+    with pytest.raises(RuntimeError, match="fewer than the largest top-K = 5"):
+        recbole_hits(config, model, (interaction, None, positive_u, positive_i))
+
+
+def test_wo_llm_decoder_has_the_papers_six_layers(tiny_root):
+    config, train, _, _ = _setup(tiny_root, generator_backbone="decoder")
+    assert config["decoder_only_layers"] == 6  # CEMG paper, ablation "w/o LLM"
+    assert _model(config, train).generator.model.config.n_layer == 6
+    config, train, _, _ = _setup(tiny_root, generator_backbone="decoder", decoder_only_layers=1)
+    assert _model(config, train).generator.model.config.n_layer == 1
+    config, train, _, _ = _setup(tiny_root)  # T5: t5_layers encoder and decoder blocks
+    assert _model(config, train).generator.model.config.num_decoder_layers == SMALL["t5_layers"]
+
+
+def test_beam_size_defaults_to_the_largest_cut_off(tiny_root):
+    config, train, _, _ = _setup(tiny_root, beam_size=None, topk=[5, 10])
+    assert _model(config, train).beam_size == 10
+    config, train, _, _ = _setup(tiny_root, beam_size=5, topk=[5, 10])
+    with pytest.raises(ValueError, match=r"beam_size = 5 .* topk = \[5, 10\]"):
+        _model(config, train)
+
+
+def test_pre_split_dataset_is_refused_with_what_to_build(tmp_path):
+    """Issue 13.7: RecBole's sequential dataset failed with an AttributeError on the MMRec
+    split (benchmark files) that amazon-sports carries."""
+    from recbole_mm.config import Config
+    from recbole_mm.utils import create_dataset
+
+    write_tiny_dataset(tmp_path / "tiny-split", name="tiny-split", benchmark=True)
+    options = tiny_config(tmp_path, **SMALL, benchmark_filename=["train", "valid", "test"])
+    config = Config(model="CEMG", dataset="tiny-split", config_dict=options)
+    with pytest.raises(ValueError, match="pre-split .* --split loo"):
+        create_dataset(config)
 
 
 def test_diversity_loss_keeps_codes_in_use():

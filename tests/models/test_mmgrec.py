@@ -4,16 +4,20 @@ configuration errors, and the ablation switches."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY, seeded_model, tiny_config, tiny_splits
+from recbole_ranking import recbole_hits
 
 from recbole_mm.model.general_recommender.mmgrec import (
     MMGRec,
     hierarchical_kmeans,
     mean_adjacency,
 )
+from recbole_mm.model.layers.semantic_ids import history_mask
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MMGREC = {
@@ -162,6 +166,72 @@ def test_beam_search_matches_teacher_forcing_and_excludes_training_items(tiny):
     assert matrix.shape == (len(user), model.n_items)
     assert (matrix.isfinite().sum(1) == config["topk"][0]).all()
     assert not matrix.gather(1, model.train_history[user]).isfinite().any()
+
+
+def _test_phase(model, users, best):
+    """RecBole's test-phase history as its loader holds it (``uid2history_item``) and the batch's
+    ``history_index``: training items, plus two "validation" items per batch user, here the
+    user's two best beams under the training-only exclusion."""
+    per_user = np.array([None] * model.n_users)
+    for user in range(model.n_users):
+        items = set(model.train_history[user].tolist()) - {0}
+        if user in users.tolist():
+            items |= set(best[users.tolist().index(user), :2].tolist())
+        per_user[user] = torch.tensor(sorted(items), dtype=torch.long)
+    rows = torch.cat([torch.full_like(per_user[u], r) for r, u in enumerate(users.tolist())])
+    items = torch.cat([per_user[u] for u in users.tolist()])
+    return SimpleNamespace(uid2history_item=per_user), (rows, items)
+
+
+@pytest.mark.parametrize("exclude_history", [True, False])
+def test_no_item_outside_the_beams_counts_as_a_hit_at_test(tiny, exclude_history):
+    """Issue 12.6: at test RecBole masks training and validation items. Beams spent on
+    validation items were masked after full_sort_predict, and RecBole's topk filled the top-K
+    with -inf items, counting those that are positives. Here every unmasked item outside the
+    beams is a positive: none may count."""
+    config, train, test = tiny
+    model = _model(config, train)
+    model.set_stage("generator")
+    model.eval()
+    interaction = next(iter(test))[0]
+    users = interaction[model.USER_ID]
+    k = max(config["topk"])
+    with torch.no_grad():
+        best, _ = model.generate(users)  # training items excluded
+    loader, history_index = _test_phase(model, users, best)
+    masked = torch.zeros(len(users), model.n_items, dtype=torch.bool)
+    masked[history_index] = True
+
+    model.exclude_history = exclude_history
+    model.prepare_evaluation(loader)
+    with torch.no_grad():
+        scores = model.full_sort_predict(interaction)
+    assert ((scores.isfinite() & ~masked).sum(1) >= k).all()
+    outside = ~scores.isfinite() & ~masked
+    outside[:, 0] = False
+    positive_u, positive_i = outside.nonzero(as_tuple=True)
+    batch = (interaction, history_index, positive_u, positive_i)
+    assert recbole_hits(config, model, batch).sum() == 0
+    if exclude_history:
+        # Without the evaluation's mask (only training items excluded, as before the fix)
+        # the same evaluation counts items outside the beams.
+        model.prepare_evaluation(None)
+        assert recbole_hits(config, model, batch).sum() > 0
+
+
+def test_prepare_evaluation_masks_what_recbole_masks(tiny):
+    config, train, test = tiny
+    model = _model(config, train)
+    interaction, (history_u, history_i), _, _ = next(iter(test))
+    users = interaction[model.USER_ID]
+    expected = torch.zeros(len(users), model.n_items, dtype=torch.bool)
+    expected[history_u, history_i] = True
+    training = history_mask(model.train_history[users], n_items=model.n_items)
+    assert (expected & ~training).any()  # the test loader also masks validation items
+    model.prepare_evaluation(test)
+    assert torch.equal(model._masked(users), expected)
+    model.prepare_evaluation(None)
+    assert torch.equal(model._masked(users), training)
 
 
 def test_hierarchical_kmeans_codes_split_clusters():

@@ -19,10 +19,12 @@ Two stages, run by :class:`recbole_mm.trainer.multistage.MultiStageTrainer`:
    evaluator validates this stage.
 
 Inference (``full_sort_predict``): trie-constrained beam search batched over users, with the
-encoder output and the decoder's keys/values cached; the user's training items are excluded in
-the trie so they never take a beam; the beam scores (summed log-probabilities) are scattered into
-a ``-inf`` ``[B, n_items]`` matrix. ``predict`` is the log-probability of the item's Rec-ID under
-teacher forcing.
+encoder output and the decoder's keys/values cached; the items RecBole masks in this
+evaluation (training items; at test also validation items, after ``prepare_evaluation``) are
+excluded in the trie so they never take a beam; the beam scores (summed log-probabilities) are
+scattered into a ``-inf`` ``[B, n_items]`` matrix, and a row that would leave RecBole's top-K
+to unscored items is refused (``ranking_scores``). ``predict`` is the log-probability of the
+item's Rec-ID under teacher forcing.
 
 Deviations (details in docs/models/MMGRec.md):
     - Eq. 10 alternation is per batch: odd batches take a BPR step (graph parameters), even
@@ -72,8 +74,10 @@ from recbole_mm.model.layers.relation_attention import (
 )
 from recbole_mm.model.layers.semantic_ids import (
     SemanticIdTrie,
-    beam_scores_to_matrix,
     constrained_beam_search,
+    evaluation_history,
+    history_mask,
+    ranking_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -211,6 +215,7 @@ class MMGRec(GeneralRecommender):
             )
         topk = config["topk"]
         max_topk = max(topk) if isinstance(topk, (list, tuple)) else int(topk)
+        self.max_topk = max_topk
         self.beam_size = config["beam_size"] or max_topk
         if self.beam_size < max_topk:
             raise ValueError(
@@ -237,6 +242,9 @@ class MMGRec(GeneralRecommender):
         history = torch.where(history == 0, self.n_items, history).sort(dim=1).values
         history = history.masked_fill(history == self.n_items, 0)
         self.register_buffer("train_history", history, persistent=False)
+        # What RecBole masks in the coming evaluation (prepare_evaluation); until told, the
+        # training items, which is its validation mask.
+        self.register_buffer("ranking_history", history, persistent=False)
         generator = torch.Generator().manual_seed(config["history_seed"])
         keys = torch.rand(history.shape, generator=generator).masked_fill(history == 0, 2.0)
         self.register_buffer(
@@ -516,24 +524,51 @@ class MMGRec(GeneralRecommender):
         out, cache = self.decoder.step(x, cache)  # [B', 1, D], cached keys/values
         return torch.log_softmax(self.heads[level](out[:, 0]), dim=-1), cache
 
-    def generate(self, user: torch.Tensor, *, beam_size: int | None = None):
-        """Top ``beam_size`` items per user by constrained beam search: ``(items, scores)``.
+    def prepare_evaluation(self, eval_data) -> None:
+        """Exclude from generation what RecBole masks when it evaluates on ``eval_data``.
 
-        The user's training items are excluded in the trie (``exclude_history``); ``-1`` /
-        ``-inf`` mark beams left without a valid continuation.
+        RecBole's full-sort loader masks the items a user had before the phase (validation:
+        training items; test: training and validation items). A beam spent on such an item
+        is set to ``-inf`` after ``full_sort_predict``, leaving fewer than ``topk`` ranked
+        items, and RecBole fills the gap with unscored items that may be positives. Call this
+        before each evaluation; ``None`` (or a sequential loader) restores the training items.
+        """
+        history = (
+            evaluation_history(eval_data, n_users=self.n_users) if eval_data is not None else None
+        )
+        history = self.train_history if history is None else history
+        self.ranking_history = history.to(self.train_history.device)
+
+    def _masked(self, user: torch.Tensor) -> torch.Tensor:
+        """bool ``[B, n_items]``: the items RecBole masks for these users."""
+        return history_mask(self.ranking_history[user], n_items=self.n_items)
+
+    def generate(
+        self,
+        user: torch.Tensor,
+        *,
+        beam_size: int | None = None,
+        masked: torch.Tensor | None = None,
+    ):
+        """Top ``beam_size`` unmasked items per user by constrained beam search: ``(items,
+        scores)``, best first; ``-1`` / ``-inf`` mark beams left without a valid continuation.
+
+        ``masked`` (default: the evaluation's mask, see :meth:`prepare_evaluation`) is
+        excluded in the trie (``exclude_history``); without the exclusion the search
+        over-generates by each batch's largest mask instead, so that at least ``beam_size``
+        unmasked items remain once RecBole masks the others.
         """
         memory, padding = self._encode(user, self.eval_history[user])
-        excluded = None
-        if self.exclude_history:
-            excluded = torch.zeros(
-                user.shape[0], self.n_items, dtype=torch.bool, device=memory.device
-            )
-            excluded.scatter_(1, self.train_history[user], True)
+        masked = self._masked(user) if masked is None else masked.to(memory.device)
+        beam = beam_size or self.beam_size
+        excluded = masked if self.exclude_history else None
+        if not self.exclude_history:
+            beam += int(masked.sum(1).max())
         return constrained_beam_search(
             self._step,
             self.trie(),
             batch_size=user.shape[0],
-            beam_size=beam_size or self.beam_size,
+            beam_size=beam,
             excluded=excluded,
             state=self.decoder.start(memory, padding),
             reorder=self.decoder.reorder,
@@ -541,8 +576,11 @@ class MMGRec(GeneralRecommender):
         )
 
     def full_sort_predict(self, interaction):
-        items, scores = self.generate(interaction[self.USER_ID])
-        return beam_scores_to_matrix(items, scores, n_items=self.n_items)  # [B, n_items]
+        user = interaction[self.USER_ID]
+        masked = self._masked(user)
+        items, scores = self.generate(user, masked=masked)
+        # [B, n_items]; refuses rows whose top-K would reach unscored items
+        return ranking_scores(items, scores, n_items=self.n_items, k=self.max_topk, masked=masked)
 
     def _digit_rec_ids(self) -> torch.Tensor:
         """Placeholder Rec-IDs before the tokenizer runs: base-L digits of the item id."""

@@ -473,3 +473,94 @@ def beam_scores_to_matrix(
     column = torch.where(items >= 0, items, n_items)
     matrix.scatter_(1, column, scores)
     return matrix[:, :n_items]
+
+
+def history_mask(history: torch.Tensor, *, n_items: int) -> torch.Tensor:
+    """Bool ``[B, n_items]`` marking the items of each row of a 0-padded item list.
+
+    Shapes:
+        history: ``[B, H]`` long, 0 = padding (item 0 is never marked); returns
+        ``[B, n_items]`` bool.
+    """
+    mask = torch.zeros(history.shape[0], n_items, dtype=torch.bool, device=history.device)
+    mask.scatter_(1, history.long(), True)
+    mask[:, 0] = False
+    return mask
+
+
+def evaluation_history(eval_data, *, n_users: int) -> torch.Tensor | None:
+    """The items RecBole's full-sort evaluation of ``eval_data`` masks, per user.
+
+    RecBole's ``FullSortEvalDataLoader`` builds, for a general (non-sequential) model, each
+    user's history as the items used up to this phase minus the phase's positives (validation:
+    the training items; test: training and validation items), and
+    ``Trainer._full_sort_batch_eval`` sets their scores to ``-inf``. A sequential loader masks
+    nothing but item 0: ``None``.
+
+    Returns:
+        ``[n_users, H]`` long, 0-padded, sorted per row; ``None`` for a sequential loader.
+    """
+    per_user = getattr(eval_data, "uid2history_item", None)
+    if getattr(eval_data, "is_sequential", False) or per_user is None:
+        return None
+    rows = [torch.as_tensor(h if h is not None else [], dtype=torch.long) for h in per_user]
+    rows += [torch.zeros(0, dtype=torch.long)] * (n_users - len(rows))
+    width = max([r.numel() for r in rows] + [1])
+    history = torch.zeros(n_users, width, dtype=torch.long)
+    for user, items in enumerate(rows):
+        history[user, : items.numel()] = items.sort().values
+    return history
+
+
+def ranking_scores(
+    items: torch.Tensor,
+    scores: torch.Tensor,
+    *,
+    n_items: int,
+    k: int,
+    masked: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Beam results as full-sort scores in which no item outside the beams can count as a hit.
+
+    RecBole sets item 0 and the items it masks to ``-inf`` and ranks by ``torch.topk(scores,
+    k)``; in a row with fewer than ``k`` finite scores the remaining slots go to ``-inf`` items
+    in an arbitrary tie order, and the evaluator counts any of them that is a positive as a
+    hit. So the beam scores are scattered into a ``-inf`` matrix, ``masked`` items are set to
+    ``-inf`` as RecBole will, and every row must then hold at least ``min(k, unmasked)``
+    finite scores (``unmasked``: items other than 0 not in ``masked``). Either the top ``k`` are
+    beam items, or the row holds every unmasked item and the top ``k`` is completed from item 0
+    and masked items, which are never positives (RecBole's history excludes them).
+
+    Args:
+        items, scores: a beam search's output (``-1`` / ``-inf`` = dropped beam).
+        n_items: number of items (with padding item 0).
+        k: the largest top-K evaluated.
+        masked: the items the evaluator masks for each row (``None``: none but item 0); the
+            search should have excluded them, or returned enough beams besides them.
+
+    Shapes:
+        items, scores: ``[B, beam]``; masked: ``[B, n_items]`` bool; returns ``[B, n_items]``.
+
+    Raises:
+        RuntimeError: a row holds fewer than ``min(k, unmasked)`` scored, unmasked items.
+    """
+    matrix = beam_scores_to_matrix(items, scores, n_items=n_items)
+    matrix[:, 0] = float("-inf")
+    unmasked = torch.full((items.shape[0],), n_items - 1, device=matrix.device)
+    if masked is not None:
+        masked = masked.to(matrix.device)
+        matrix = matrix.masked_fill(masked, float("-inf"))
+        unmasked = unmasked - masked[:, 1:].sum(1)
+    ranked = torch.isfinite(matrix).sum(1)  # [B]
+    short = ranked < unmasked.clamp(max=k)
+    if short.any():
+        row = int(short.nonzero()[0])
+        raise RuntimeError(
+            f"Beam search returned {int(ranked[row])} rankable items for {int(short.sum())} "
+            f"row(s) (e.g. row {row}, which has {int(unmasked[row])} unmasked items), fewer "
+            f"than the largest top-K = {k}: RecBole would fill the top-K with unscored items "
+            "in arbitrary order and count those that are positives as hits. Raise beam_size, "
+            "exclude what the evaluator masks from the search, or look for non-finite "
+            "log-probabilities (beams are dropped only when no continuation is finite)."
+        )
+    return matrix

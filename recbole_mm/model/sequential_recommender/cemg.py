@@ -29,8 +29,14 @@ Deviations:
     - The prompt is the last ``history_length`` items (20, as LETTER); the paper sets no limit.
     - Without a local checkpoint (``t5_checkpoint``) the T5 is trained from scratch (LETTER-TIGER's
       setting); "w/o LLM" (``generator_backbone: decoder``) is then a GPT-2-style decoder-only
-      Transformer, so the ablation compares architectures, not pre-training.
-    - Sequential full ranking in RecBole masks no item; beam search excludes none either.
+      Transformer with ``decoder_only_layers`` blocks (6, the paper's "standard 6-layer
+      Transformer decoder"), so the ablation compares architectures, not pre-training.
+    - Sequential full ranking in RecBole masks no item; beam search excludes none either. A row
+      with fewer than ``max(topk)`` generated items (fewer items than that in the catalogue
+      aside) is refused rather than left to RecBole's ``-inf`` tie order
+      (``ranking_scores``); ``beam_size`` defaults to ``max(topk)``.
+    - Leave-one-out only (the paper's protocol): a pre-split dataset (``benchmark_filename``,
+      e.g. ``amazon-sports``' MMRec split) is refused with what to build instead.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_mm.data.dataset import training_pairs
+from recbole_mm.data.dataset import MultimodalSequentialDataset, training_pairs
 from recbole_mm.model.layers.fusion import CollaborativeGuidedFusion
 from recbole_mm.model.layers.graph import LightGCNPropagation, normalized_adjacency
 from recbole_mm.model.layers.pca import PCA
@@ -55,7 +61,7 @@ from recbole_mm.model.layers.quantizer import (
     collision_report,
     reassign_last_level,
 )
-from recbole_mm.model.layers.semantic_ids import SemanticIdTrie, beam_scores_to_matrix
+from recbole_mm.model.layers.semantic_ids import SemanticIdTrie, ranking_scores
 from recbole_mm.model.layers.t5_generator import CodeGenerator
 
 ROLES = ("visual", "textual")
@@ -85,9 +91,31 @@ def diversity_loss(
     return total / levels
 
 
+class CEMGDataset(MultimodalSequentialDataset):
+    """The multimodal sequential dataset, refusing pre-split files with what to use instead.
+
+    RecBole's sequential datasets read ``benchmark_filename`` files only as ready-made
+    ``item_id_list`` sequences and fail with an ``AttributeError`` on plain interaction files
+    such as the MMRec split of ``amazon-sports``.
+    """
+
+    def __init__(self, config):
+        if config["benchmark_filename"]:
+            name = config["dataset"]
+            raise ValueError(
+                f"CEMG is evaluated leave-one-out (its paper's protocol), but dataset '{name}' "
+                f"is pre-split (benchmark_filename = {list(config['benchmark_filename'])}), "
+                "which a sequential model cannot read. Build a leave-one-out copy with "
+                "dataset_tools.amazon --split loo (e.g. --name amazon-sports-seq) and a YAML "
+                "like properties/dataset/amazon-beauty.yaml; docs/models/CEMG.md has the commands."
+            )
+        super().__init__(config)
+
+
 class CEMG(SequentialRecommender):
     input_type = InputType.POINTWISE
     stages = ("collab", "tokenizer", "generator")
+    dataset_class = CEMGDataset
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -106,7 +134,8 @@ class CEMG(SequentialRecommender):
         self.rq_batch_size = config["rq_batch_size"]
         self.collision_policy = config["collision_policy"]
         self.history_length = config["history_length"]
-        self.beam_size = config["beam_size"]
+        self.max_topk = max(config["topk"])
+        self.beam_size = config["beam_size"] or self.max_topk
         self.generation_batch_size = config["generation_batch_size"]
         self.generation_backend = config["generation_backend"]
         self._check(config, dataset, roles)
@@ -147,7 +176,9 @@ class CEMG(SequentialRecommender):
             vocab_sizes=self.vocab_sizes,
             d_model=config["t5_d_model"],
             d_ff=config["t5_d_ff"],
-            n_layers=config["t5_layers"],
+            n_layers=config[
+                "t5_layers" if config["generator_backbone"] == "t5" else "decoder_only_layers"
+            ],
             n_heads=config["t5_heads"],
             dropout=config["t5_dropout"],
             checkpoint=config["t5_checkpoint"],
@@ -191,12 +222,12 @@ class CEMG(SequentialRecommender):
             raise ValueError(
                 f"collision_policy = {self.collision_policy!r} must be one of {COLLISION_POLICIES}."
             )
-        largest_k = max(config["topk"])
-        if self.beam_size < largest_k:
+        if self.beam_size < self.max_topk:
             raise ValueError(
-                f"beam_size = {self.beam_size} is below the largest cut-off topk = {largest_k}: "
-                f"items outside the beams would be ranked arbitrarily. Set beam_size >= "
-                f"{largest_k}."
+                f"beam_size = {self.beam_size} is below the largest cut-off in topk = "
+                f"{list(config['topk'])}: items outside the beams would be ranked arbitrarily. "
+                f"Set beam_size >= {self.max_topk}, leave it empty (~) to use max(topk), or "
+                "drop the larger cut-offs from topk."
             )
         for key in ("embedding_size", "rq_levels", "rq_codebook_size", "history_length"):
             if config[key] < 1:
@@ -358,7 +389,11 @@ class CEMG(SequentialRecommender):
         return self.generator.log_likelihood(prompt, mask, target)
 
     def full_sort_predict(self, interaction):
-        """Beam scores scattered into a ``-inf`` matrix ``[B, n_items]``."""
+        """Beam scores scattered into a ``-inf`` matrix ``[B, n_items]``.
+
+        RecBole masks no item for a sequential model, so every row must hold ``max(topk)``
+        generated items (or every item); ``ranking_scores`` refuses a shorter row.
+        """
         prompt, mask = self._prompt(interaction)
         chunks = []
         for lo in range(0, prompt.shape[0], self.generation_batch_size):
@@ -370,7 +405,7 @@ class CEMG(SequentialRecommender):
                 beam_size=self.beam_size,
                 backend=self.generation_backend,
             )
-            chunks.append(beam_scores_to_matrix(items, scores, n_items=self.n_items))
+            chunks.append(ranking_scores(items, scores, n_items=self.n_items, k=self.max_topk))
         return torch.cat(chunks)
 
     def _load_from_state_dict(self, *args, **kwargs):
