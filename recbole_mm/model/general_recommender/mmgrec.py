@@ -533,9 +533,7 @@ class MMGRec(GeneralRecommender):
         items, and RecBole fills the gap with unscored items that may be positives. Call this
         before each evaluation; ``None`` (or a sequential loader) restores the training items.
         """
-        history = (
-            evaluation_history(eval_data, n_users=self.n_users) if eval_data is not None else None
-        )
+        history = None if eval_data is None else evaluation_history(eval_data, n_users=self.n_users)
         history = self.train_history if history is None else history
         self.ranking_history = history.to(self.train_history.device)
 

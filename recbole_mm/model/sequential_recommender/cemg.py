@@ -32,9 +32,9 @@ Deviations:
       Transformer with ``decoder_only_layers`` blocks (6, the paper's "standard 6-layer
       Transformer decoder"), so the ablation compares architectures, not pre-training.
     - Sequential full ranking in RecBole masks no item; beam search excludes none either. A row
-      with fewer than ``max(topk)`` generated items (fewer items than that in the catalogue
-      aside) is refused rather than left to RecBole's ``-inf`` tie order
-      (``ranking_scores``); ``beam_size`` defaults to ``max(topk)``.
+      with fewer than ``max(topk)`` generated items (and not every item) is refused rather than
+      left to RecBole's ``-inf`` tie order (``ranking_scores``); ``beam_size`` defaults to
+      ``max(topk)``.
     - Leave-one-out only (the paper's protocol): a pre-split dataset (``benchmark_filename``,
       e.g. ``amazon-sports``' MMRec split) is refused with what to build instead.
 """
