@@ -2,25 +2,33 @@
 
 RecBole 1.2.1 (the newest release) predates the libraries below. Each breakage is handled once,
 by a version pin in setup.cfg where a pin does the job and by the smallest patch here where it
-cannot, and each has a test in tests/test_compat.py that fails without the fix.
+cannot, and each has a test in tests/test_compat.py that fails without the fix. The patches run
+when ``recbole_mm`` is imported (``recbole_mm.registry``).
 
 =====================  ============================================  ==========================
 breakage               symptom in RecBole 1.2.1                      fix
 =====================  ============================================  ==========================
-numpy >= 2             ``Config()`` aliases the removed ``np.float_`` pin ``numpy<2``
-                       (RecBole#2215); ray 2.6.3 uses ``np.bool8``
+numpy >= 2             ``Config()`` aliases ``np.float_``,            :func:`restore_numpy_
+                       ``np.complex_`` and ``np.unicode_``, which     aliases`
+                       numpy 2 removed (RecBole#2215)
 pandas >= 3            copy-on-write turns ``df[f].fillna(..,         pin ``pandas<3``
                        inplace=True)`` into a no-op: empty
                        ``token_seq``/``float_seq`` cells crash the
                        loader and NaNs stay unfilled (silently)
-scipy >= 1.13          LightGCN, NGCF, NCL, GCMC, SpectralCF, KGIN,  pin ``scipy<1.13``
+scipy >= 1.13          LightGCN, NGCF, NCL, GCMC, SpectralCF, KGIN,  :func:`restore_dok_update`
                        MCCLK call the removed private
-                       ``dok_matrix._update``
+                       ``dok_matrix._update`` (RecBole#2034)
+ray                    RecBole requires ``ray<=2.6.3``, which has    install RecBole with
+                       no wheel for Python >= 3.12 (RecBole#1820),   ``--no-deps``;
+                       and ``recbole.quick_start`` imports           :func:`import_recbole_
+                       ``ray.tune`` (about a second) for one         quick_start`
+                       ``tune.report`` in ``objective_function``
+ray 2.6.3 (the         it imports ``pkg_resources`` (gone in         pins ``setuptools<81``,
+``ray`` extra)         setuptools 81) and reads ``np.bool8`` (gone   ``numpy<2`` in the extra
+                       in numpy 2; RecBole#2078)
 hyperopt >= 0.2.7      ``HyperTuning``'s exhaustive search hands      pin ``hyperopt==0.2.5``
                        hyperopt a ``RandomState``; newer hyperopt     (RecBole's own extra)
                        calls ``rng.integers`` on it
-setuptools >= 81       ray 2.6.3 (required by ``recbole.quick_start``) pin ``setuptools<81``
-                       imports the removed ``pkg_resources``
 torch >= 2.6           ``torch.load`` defaults to ``weights_only=True`` :func:`patch_checkpoint_loading`
                        and refuses RecBole's checkpoints, which
                        pickle the ``Config`` (RecBole#2215): the
@@ -46,7 +54,11 @@ pyarrow                ``ExperimentAnalysis`` asks pyarrow whether   experiment_
                        ``ray[tune]``, RecBole requires plain ``ray``)
 =====================  ============================================  ==========================
 
-A pin cannot fix torch: the project must run on current torch releases. RecBole's trainers all
+No pin can fix numpy, scipy or ray: the project must run on Python 3.12 and on current numpy and
+scipy releases. The numpy and scipy patches only add back the names RecBole reads, with their
+former meaning, where the installed release lacks them; they change nothing on older releases.
+
+A pin cannot fix torch either. RecBole's trainers all
 live in ``recbole.trainer.trainer`` and reach torch through that module's global name ``torch``.
 :func:`patch_checkpoint_loading` rebinds that one name, in that module only, to a view of torch
 whose ``load`` passes ``weights_only=False`` unless the caller chose otherwise; RecBole's
@@ -61,10 +73,97 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 import types
 from typing import Any
 
+import numpy as np
 import torch
+
+# numpy 1.x aliases that numpy 2 removed and RecBole's ``Config.compatibility_settings`` reads
+# (it then sets ``np.float = np.float_`` and so on, for its own code).
+NUMPY_REMOVED_ALIASES = {"float_": "float64", "complex_": "complex128", "unicode_": "str_"}
+
+
+def restore_numpy_aliases() -> None:
+    """Give numpy >= 2 back the aliases RecBole's Config reads; no-op on numpy 1.x."""
+    for alias, target in NUMPY_REMOVED_ALIASES.items():
+        if not hasattr(np, alias):
+            setattr(np, alias, getattr(np, target))
+
+
+def dok_update(matrix: Any, entries: dict) -> None:
+    """``matrix[i, j] = v`` for every ``(i, j): v`` of ``entries``, through public indexing.
+
+    What ``dok_matrix._update`` did before scipy 1.13 (RecBole's graph models fill their
+    adjacency with it), with the bounds checks of public assignment.
+    """
+    if not entries:
+        return
+    index = np.asarray(list(entries.keys()), dtype=np.int64)  # [nnz, 2]
+    matrix[index[:, 0], index[:, 1]] = np.fromiter(entries.values(), dtype=matrix.dtype)
+
+
+def restore_dok_update() -> None:
+    """Give scipy >= 1.13's ``dok_matrix`` the ``_update`` that RecBole's graph models call."""
+    from scipy.sparse import dok_matrix
+
+    if not hasattr(dok_matrix, "_update"):
+        dok_matrix._update = dok_update
+
+
+def _report_outside_ray(*args: Any, **kwargs: Any) -> None:
+    """Ray's ``tune.report`` outside a Ray trial does nothing; without Ray there is no trial."""
+
+
+class _RayTuneOnDemand(types.ModuleType):
+    """``ray.tune`` as ``recbole.quick_start`` sees it: Ray's own, imported on first use.
+
+    Without Ray, ``report`` (RecBole's only use, at the end of ``objective_function``) does
+    nothing, as Ray's does outside a trial; anything else says how to install Ray.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            tune = importlib.import_module("ray.tune")
+        except ModuleNotFoundError as err:
+            if err.name not in ("ray", "ray.tune"):
+                raise  # Ray is installed but cannot be imported: say why
+            if name == "report":
+                return _report_outside_ray
+            raise AttributeError(
+                f"ray.tune.{name} needs Ray: pip install 'recbole_mm[ray]' (Python < 3.12)"
+            ) from None
+        return getattr(tune, name)
+
+
+RECBOLE_QUICK_START = "recbole.quick_start.quick_start"
+
+
+def import_recbole_quick_start() -> types.ModuleType:
+    """Import ``recbole.quick_start`` without importing Ray, which it may lack.
+
+    Its module-level ``from ray import tune`` receives :class:`_RayTuneOnDemand` from a ``ray``
+    entry that exists in ``sys.modules`` only while ``quick_start.py`` runs; RecBole's own
+    imports are loaded before, so no other module sees the entry. Where Ray is already
+    imported, RecBole gets it as usual.
+    """
+    if RECBOLE_QUICK_START in sys.modules or sys.modules.get("ray") is not None:
+        return importlib.import_module(RECBOLE_QUICK_START)
+    for name in ("torch.distributed", "recbole.config", "recbole.data.transform", "recbole.utils"):
+        importlib.import_module(name)
+    blocked = "ray" in sys.modules  # a None entry: someone chose "ray cannot be imported"
+    stand_in = types.ModuleType("ray")
+    stand_in.tune = _RayTuneOnDemand("ray.tune")
+    sys.modules["ray"] = stand_in
+    try:
+        return importlib.import_module(RECBOLE_QUICK_START)
+    finally:
+        if blocked:
+            sys.modules["ray"] = None
+        else:
+            del sys.modules["ray"]
+
 
 # RecBole's module whose trainers read RecBole's own full checkpoints (state + pickled Config).
 RECBOLE_CHECKPOINT_READER = "recbole.trainer.trainer"

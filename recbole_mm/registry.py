@@ -7,14 +7,15 @@ places, and points ``recbole.quick_start``'s ``Config``, ``create_dataset``, ``g
 ``get_trainer`` at ours (drop-in supersets: RecBole's models behave exactly as before), so that
 ``recbole.quick_start.run_recbole``, ``objective_function`` (and with it
 ``recbole.trainer.HyperTuning``) and ``load_data_and_model`` (replaced by ours, which also reads
-checkpoints on torch>=2.6) work with our models and read our property files. It runs once, when ``recbole_mm`` is imported.
+checkpoints on torch>=2.6) work with our models and read our property files. It runs once, when
+``recbole_mm`` is imported, after the compatibility patches of ``recbole_mm.compat``; it imports
+``recbole.quick_start`` without Ray, which is imported only when a Ray search starts.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-import warnings
 
 from recbole.utils import ModelType
 
@@ -27,6 +28,8 @@ _RECBOLE_KIND = {
 
 
 def register_with_recbole() -> None:
+    compat.restore_numpy_aliases()
+    compat.restore_dok_update()
     from recbole_mm import config, quick_start, utils
 
     dataset_module = importlib.import_module("recbole.data.dataset")
@@ -41,10 +44,7 @@ def register_with_recbole() -> None:
         elif getattr(model_class, "stages", None):
             setattr(trainer_module, f"{name}Trainer", ours.MultiStageTrainer)
 
-    with warnings.catch_warnings():
-        # ray 2.6.3 (imported by recbole.quick_start) warns that pkg_resources is deprecated.
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-        recbole_quick_start = importlib.import_module("recbole.quick_start.quick_start")
+    recbole_quick_start = compat.import_recbole_quick_start()
     recbole_quick_start.Config = config.Config
     recbole_quick_start.create_dataset = utils.create_dataset
     recbole_quick_start.data_preparation = utils.data_preparation
