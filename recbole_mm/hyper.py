@@ -455,8 +455,17 @@ def ray_search(
         max_concurrent: at most this many trials at once (default: as resources allow).
         max_evals: trials for ``random`` and ``bayes``; ``exhaustive`` runs the whole grid.
     """
-    import ray
-    from ray import tune
+    try:
+        import ray
+        from ray import tune
+    except ModuleNotFoundError as err:
+        if err.name != "ray":
+            raise
+        raise ModuleNotFoundError(
+            "the Ray backend needs Ray: pip install 'recbole_mm[ray]' (Python < 3.12, where "
+            "ray 2.6.3 has wheels); the hyperopt backend needs no Ray",
+            name="ray",
+        ) from err
 
     from recbole_mm.compat import patch_ray_local_experiment_analysis
 

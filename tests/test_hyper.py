@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -147,6 +148,12 @@ def test_bad_searches_are_refused(tiny_root, run_in_tmp, tmp_path):
             algo="random",
             config_dict={**_fixed(tiny_root), "learning_rate": 0.1},
         )
+
+
+def test_ray_search_without_ray_says_how_to_install_it(tiny_root, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as on Python >= 3.12
+    with pytest.raises(ModuleNotFoundError, match=r"recbole_mm\[ray\]"):
+        ray_search("VBPR", TINY, config_dict=_fixed(tiny_root))
 
 
 def test_ray_search_runs_two_trials_in_parallel(tiny_root, run_in_tmp, tmp_path):
