@@ -289,3 +289,15 @@ def test_fusion_gate_can_close_to_the_interaction_only_representation(tiny):
     with torch.no_grad():
         model.fusion_offset.fill_(1e4)
     torch.testing.assert_close(model._fuse(s, views), s)
+
+
+def test_matched_fusion_scale_gives_the_content_the_norm_of_s(tiny):
+    """gtc_fusion_scale 'match': S_f = alpha ||S|| C_f / ||C_f||, whatever the content's scale."""
+    config, train, _ = tiny
+    model = _model(config, train)
+    s, contents = model._encode()
+    views = [1000 * torch.randn_like(c) for c in contents]
+    fused = model._fuse(s, views)
+    assert torch.all((fused - s).norm(dim=-1) <= s.norm(dim=-1) + 1e-6)
+    model.fusion_scale = "raw"
+    assert (model._fuse(s, views) - s).norm(dim=-1).mean() > 100 * s.norm(dim=-1).mean()

@@ -103,6 +103,7 @@ CHOICES = {
     "gtc_prediction": ("eps", "x0"),
     "gtc_denoiser_losses": ("gen", "all"),
     "gtc_tc_denominator": ("negatives", "all"),
+    "gtc_fusion_scale": ("match", "raw"),
 }
 
 
@@ -133,6 +134,7 @@ class GTC(GeneralRecommender):
         self.tc_temperature = config["gtc_tc_temperature"]
         self.tc_normalize = config["gtc_tc_normalize"]
         self.tc_include_positive = config["gtc_tc_denominator"] == "all"
+        self.fusion_scale = config["gtc_fusion_scale"]
         self.clip_x0 = config["gtc_clip_x0"]
         self.standardize = config["gtc_standardize"]
         self.prediction = config["gtc_prediction"]
@@ -308,6 +310,11 @@ class GTC(GeneralRecommender):
         for content in contents[1:]:
             fused = fused * content  # C_f = V_bar * T_bar
         cosine = F.cosine_similarity(s, fused, dim=-1)  # [N]
+        if self.fusion_scale == "match":
+            # C_f takes S's norm, node by node: the content sets a direction, never the scale.
+            fused = fused * (
+                s.norm(dim=-1, keepdim=True) / fused.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            )
         # Eq. 10 as a two-way softmax over {use C_f: cos / tau, not: fusion_offset}.
         alpha = torch.sigmoid(cosine / self.log_fusion_temperature.exp() - self.fusion_offset)
         return s + alpha[:, None] * fused  # S_bar = S + S_f
