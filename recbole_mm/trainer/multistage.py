@@ -357,6 +357,11 @@ class MultiStageTrainer(SafeCheckpointMixin, Trainer):
                 f"{self.checkpoint_dir}; continue with pre_model_path."
             )
             return None
+        # Generative models exclude from their beams what RecBole masks for this loader
+        # (test: training and validation items), so that no unscored item fills the top-k.
+        prepare = getattr(self.model, "prepare_evaluation", None)
+        if prepare is not None:
+            prepare(eval_data)
         return super().evaluate(
             eval_data,
             load_best_model=load_best_model,

@@ -234,6 +234,22 @@ def test_prepare_evaluation_masks_what_recbole_masks(tiny):
     assert torch.equal(model._masked(users), training)
 
 
+def test_trainer_evaluation_masks_what_the_evaluated_loader_masks(tiny):
+    """MultiStageTrainer.evaluate hands its loader to prepare_evaluation before ranking."""
+    from recbole_mm.trainer import MultiStageTrainer
+
+    config, train, test = tiny
+    model = _trained_tokenizer(config, train, steps=1)
+    trainer = MultiStageTrainer(config, model)
+    trainer._final_trained = True
+    interaction, (history_u, history_i), _, _ = next(iter(test))
+    users = interaction[model.USER_ID]
+    expected = torch.zeros(len(users), model.n_items, dtype=torch.bool)
+    expected[history_u, history_i] = True
+    trainer.evaluate(test, load_best_model=False)
+    assert torch.equal(model._masked(users), expected)
+
+
 def test_hierarchical_kmeans_codes_split_clusters():
     g = torch.Generator().manual_seed(0)
     x = torch.cat([torch.randn(10, 2, generator=g) * 0.01, torch.randn(10, 2, generator=g) + 5])
