@@ -257,3 +257,34 @@ def test_merge_results_pools_seeds_from_several_outputs(tmp_path, capsys):
     assert [r["model"] for r in runs] == ["x", "IMECD"]
     with pytest.raises(SystemExit, match="no results.json"):
         merge.pooled_runs([str(tmp_path)])
+
+
+def test_merge_results_lists_every_run_with_its_command(tmp_path, capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "merge_results.py"
+    spec = importlib.util.spec_from_file_location("merge_results", path)
+    merge = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge)
+    out = tmp_path / "a"
+    (out / "runs").mkdir(parents=True)
+    (out / "results.json").write_text(
+        json.dumps({"runs": [_record("BPR", 2020, 0.2), _record("BPR", 2021, 0.4)]})
+    )
+    (out / "runs" / "BPR-seed2020.spec.json").write_text(
+        json.dumps(
+            {
+                "model": "BPR",
+                "dataset": "ml-100k-mm",
+                "seed": 2020,
+                "config_file_list": [],
+                "overrides": ["--epochs=5"],
+            }
+        )
+    )
+    assert merge.main([str(out), "--runs", "--metrics=ndcg@10"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| BPR")]
+    assert len(rows) == 2
+    command = "python -m recbole_mm.benchmark --dataset=ml-100k-mm --models=BPR --seeds=2020"
+    assert f"`{command} --epochs=5`" in rows[0] and "0.2000" in rows[0]
+    assert rows[1].endswith("|  |")  # no spec file: no command
