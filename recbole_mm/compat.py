@@ -23,12 +23,15 @@ ray                    RecBole requires ``ray<=2.6.3``, which has    install Rec
                        and ``recbole.quick_start`` imports           :func:`import_recbole_
                        ``ray.tune`` (about a second) for one         quick_start`
                        ``tune.report`` in ``objective_function``
-ray 2.6.3 (the         it imports ``pkg_resources`` (gone in         pins ``setuptools<81``,
-``ray`` extra)         setuptools 81) and reads ``np.bool8`` (gone   ``numpy<2`` in the extra
-                       in numpy 2; RecBole#2078)
+ray 2.6.3 (the         it reads ``np.bool8``, which numpy 2          pin ``numpy<2`` in the
+``ray`` extra)         removed (RecBole#2078)                        extra
 hyperopt >= 0.2.7      ``HyperTuning``'s exhaustive search hands      pin ``hyperopt==0.2.5``
                        hyperopt a ``RandomState``; newer hyperopt     (RecBole's own extra)
                        calls ``rng.integers`` on it
+setuptools >= 81       hyperopt 0.2.5 (and ray 2.6.3) import          pin ``setuptools<81``
+                       ``pkg_resources``, which setuptools 81
+                       dropped; torch on Python >= 3.12 requires
+                       setuptools, so pip installs the newest
 torch >= 2.6           ``torch.load`` defaults to ``weights_only=True`` :func:`patch_checkpoint_loading`
                        and refuses RecBole's checkpoints, which
                        pickle the ``Config`` (RecBole#2215): the

@@ -1,12 +1,12 @@
 """Each RecBole 1.2.1 breakage listed in recbole_mm/compat.py, shown fixed.
 
 Every test here fails without its fix (hyperopt's pin is exercised by
-tests/test_end_to_end.py::test_recbole_hyper_tuning_drives_our_objective): the pandas one when the
-pin is lifted; the numpy and scipy ones without compat.restore_numpy_aliases and
-compat.restore_dok_update (the simulated removals on every release, the real runs on numpy >= 2
-and scipy >= 1.13); the ray ones without compat.import_recbole_quick_start; the torch one without
-compat.patch_checkpoint_loading; the lightgbm one with RecBole's own get_model.
-"""
+tests/test_end_to_end.py::test_recbole_hyper_tuning_drives_our_objective): the pandas and
+setuptools ones when the pin is lifted; the numpy and scipy ones without
+compat.restore_numpy_aliases and compat.restore_dok_update (the simulated removals on every
+release, the real runs on numpy >= 2 and scipy >= 1.13); the ray ones without
+compat.import_recbole_quick_start; the torch one without compat.patch_checkpoint_loading; the
+lightgbm one with RecBole's own get_model."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ from recbole_mm.config import Config
 from recbole_mm.quick_start import load_data_and_model
 from recbole_mm.utils import UnknownModelError, create_dataset, data_preparation, get_model
 
-PINNED = ("pandas", "hyperopt")
+PINNED = ("pandas", "hyperopt", "setuptools")
 # Pinned by the `ray` extra, for ray 2.6.3 (setup.cfg); checked where Ray is installed.
-PINNED_WITH_RAY = ("ray", "setuptools", "numpy")
+PINNED_WITH_RAY = ("ray", "numpy")
 
 
 def _requirements(extra: str = "") -> dict[str, Requirement]:
@@ -140,6 +140,12 @@ def test_scipy_dok_update_matches_item_assignment():
 
 def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+def test_setuptools_hyperopt_imports():
+    # hyperopt 0.2.5 (RecBole's HyperTuning, our hyperopt backend) imports pkg_resources.
+    done = _run("import hyperopt")
+    assert done.returncode == 0, done.stderr
 
 
 def test_ray_is_not_imported_with_recbole_mm():
