@@ -127,6 +127,8 @@ class _RayTuneOnDemand(types.ModuleType):
     """
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # probes by inspect, pickle, copy: no reason to load Ray
+            raise AttributeError(name)
         try:
             tune = importlib.import_module("ray.tune")
         except ModuleNotFoundError as err:
