@@ -1,4 +1,4 @@
-"""GTC at Amazon-Sports size with random data: time per training batch and per full evaluation.
+"""GTC and LightGCN at Amazon-Sports size with random data: time per training batch and evaluation.
 
 Builds a random bipartite graph with the published size of the MMRec Sports split (35,598 users,
 18,357 items, 296,337 interactions, 80% of them for training) and random 4096-d "image" and
@@ -10,9 +10,15 @@ Builds a random bipartite graph with the published size of the MMRec Sports spli
   alignment loss (Eq. 6-9) and the rest; plus each part timed on its own, forward + backward;
 * evaluation, once per sampler: the evaluation representations (propagation + generation over
   every node) and the full ranking of every user against every item (top-50, in user chunks).
-  The DDPM sampler's T steps are extrapolated from ``--ddpm-steps`` timed steps when given.
+  The DDPM sampler's T steps are extrapolated from ``--ddpm-steps`` timed steps when given;
+* the same for RecBole's LightGCN (its YAML's sizes: d = 64, 2 layers), on the same graph, the
+  same batches and the same device, after GTC is freed: one training step is a full propagation
+  (Eq. 7-8 of LightGCN), BPR + L2 and an Adam step; one evaluation is one propagation and the
+  same ranking. ``ratio`` holds GTC's time over LightGCN's per training batch (so per epoch)
+  and per evaluation with GTC's DDIM sampler (``--skip-lightgcn`` leaves LightGCN out).
 
-Peak resident memory (ru_maxrss) is printed after each phase. Results go to
+Peak resident memory (ru_maxrss) is printed after each phase, and on CUDA the peak GPU memory of
+GTC (``peak_gpu_mb``) and of LightGCN (``lightgcn.peak_gpu_mb``). Results go to
 ``benchmark_results/gtc_scale/<device>.json``.
 
     python benchmarks/gtc_scale.py --batches 5 --ddpm-steps 20
@@ -21,6 +27,7 @@ Peak resident memory (ru_maxrss) is printed after each phase. Results go to
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import time
@@ -28,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 import torch
 import yaml
 
@@ -86,6 +94,12 @@ class FakeDataset:
 
     def modality_features(self, name):
         return self._features[name]
+
+    def inter_matrix(self, form="coo"):
+        """The training pairs as RecBole's ``Dataset.inter_matrix`` returns them (LightGCN)."""
+        users, items = self.inter_feat["user_id"].numpy(), self.inter_feat["item_id"].numpy()
+        shape = (self.num("user_id"), self.num("item_id"))
+        return scipy.sparse.coo_matrix((np.ones(len(users)), (users, items)), shape=shape)
 
 
 def build(args, device):
@@ -286,6 +300,70 @@ def eval_phase(model, args, device, result):
         result["eval"][sampler] = record
 
 
+def lightgcn_phase(users, items, args, device, result):
+    """RecBole's LightGCN on the same graph and batches as GTC: train step and evaluation."""
+    from recbole.model.general_recommender.lightgcn import LightGCN
+
+    config = {"learning_rate": 0.001, "require_pow": False}  # RecBole's overall defaults
+    config.update(yaml.safe_load(_recbole_yaml("LightGCN").read_text()))
+    config.update({"USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "NEG_PREFIX": "neg_"})
+    config["device"] = device
+    # YAML 1.1 reads RecBole's "1e-05" as a string; RecBole's Config evaluates it.
+    config["reg_weight"] = float(config["reg_weight"])
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    model = LightGCN(config, FakeDataset(users, items, {})).to(device)
+    build_s = time.perf_counter() - start
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
+
+    def step(batch):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()  # propagation, BPR + L2
+        optimizer.step()
+
+    model.train()
+    for batch in batches(users, items, model.n_items, args.batch_size, 1, seed=99):
+        step(batch)  # one untimed batch: allocator and kernel warm-up
+    clock = Clock(device)
+    for batch in batches(users, items, model.n_items, args.batch_size, args.batches):
+        with clock("step"):
+            step(batch)
+    step_s = clock.totals["step"] / args.batches
+    per_epoch = -(-users.shape[0] // args.batch_size)
+    model.eval()
+    clock = Clock(device)
+    with torch.no_grad():
+        with clock("representations"):
+            user_e, item_e = model.forward()  # what full_sort_predict caches
+        with clock("ranking"):
+            for start in range(0, model.n_users, args.eval_users):
+                (user_e[start : start + args.eval_users] @ item_e.T).topk(50, dim=1)
+    record = {
+        "config": {k: config[k] for k in ("embedding_size", "n_layers", "reg_weight")},
+        "n_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "build_s": build_s,
+        "s_per_batch": step_s,
+        "epoch_s_extrapolated": step_s * per_epoch,
+        "eval": {**clock.totals, "total_s": sum(clock.totals.values())},
+        "peak_rss_mb": peak_mb(),
+    }
+    if device.type == "cuda":
+        record["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    result["lightgcn"] = record
+    gtc_eval = result["eval"]["ddim"]["total_s"]
+    result["ratio"] = {
+        "train_batch_gtc_over_lightgcn": result["train"]["s_per_batch"]["step"] / step_s,
+        "eval_ddim_gtc_over_lightgcn": gtc_eval / record["eval"]["total_s"],
+    }
+
+
+def _recbole_yaml(model):
+    import recbole
+
+    return Path(recbole.__file__).parent / "properties" / "model" / f"{model}.yaml"
+
+
 def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -295,6 +373,7 @@ def main():
     parser.add_argument("--steps", type=int, default=300, help="T (paper's optimum on Sports)")
     parser.add_argument("--ddpm-steps", type=int, default=0, help="DDPM steps timed (0: all T)")
     parser.add_argument("--skip-ddpm", action="store_true")
+    parser.add_argument("--skip-lightgcn", action="store_true", help="time GTC alone")
     parser.add_argument("--eval-users", type=int, default=4096, help="users scored per chunk")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the sizes (smoke test)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -317,6 +396,14 @@ def main():
     eval_phase(model, args, device, result)
     if device.type == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    if not args.skip_lightgcn:
+        # Free GTC first, so that LightGCN's peak GPU memory is its own.
+        del model
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        lightgcn_phase(users, items, args, device, result)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{device.type}.json").write_text(json.dumps(result, indent=2))
