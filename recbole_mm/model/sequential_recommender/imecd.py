@@ -30,12 +30,19 @@ Deviations (the paper is silent unless said otherwise):
       selection MLP is Linear(L d, d) - GELU - Linear(d, Z) (DiQDiff-style, width not given).
     - Eq. 15 has no temperature; ``cl_temperature`` (default 1, the paper's form) divides the
       cosine similarities (DiQDiff uses 0.07). The sum in Eq. 15 includes ``x0_hat`` itself.
-    - Eq. 14 is the squared L2 norm summed over the dimensions, averaged over the batch, with
-      the target ``x0`` detached (stop-gradient): only the cross-entropy shapes the item
-      representations. With gradients through ``x0`` as well, L_r pulls every target towards
-      the predictions and the ranking collapses (ml-100k-mm: validation NDCG@10 0.017 against
-      0.025 after one epoch; docs/models/IMECD.md). Each branch draws its own timesteps and
-      noise.
+    - Eq. 14 is the squared L2 norm summed over the dimensions, averaged over the batch, by
+      default with the target ``x0`` detached (``rec_stop_gradient``): only the cross-entropy
+      shapes the item representations. With gradients through ``x0`` as well, L_r pulls every
+      target towards the predictions and the ranking collapses. ``lambda_r`` weighs L_r
+      (Eq. 22 has 1; 0 is DiffuRec's loss). Figures: docs/models/IMECD.md. Each branch draws
+      its own timesteps and noise.
+    - Eq. 20-21 (training) score the one-step ``x0_hat = f(x_t, t, s~)`` of Eq. 13 at the
+      branch's random ``t``, not the reverse chain's ``p_u`` (DiffuRec's practice; running the
+      chain in training would cost ``T`` denoiser passes per step). Evaluation scores ``p_u``.
+    - ``imecd_eval_steps`` < ``n_steps`` replaces the ``T``-step DDPM chain at evaluation by a
+      strided deterministic DDIM chain; 1 is a single denoiser pass from ``x_T`` at
+      ``t = T - 1``. With ``diffusion_lambda`` = 0.001 the denoiser barely reads ``x_t``, and
+      one step ranks as the full chain does at a 22nd of the cost (docs/models/IMECD.md).
     - Evaluation noise (``x_T`` and the per-step noise of Eq. 18) comes from a
       ``torch.Generator`` seeded with ``seed`` and re-seeded whenever the model enters eval
       mode, so that every evaluation of the same weights gives the same scores.
