@@ -56,6 +56,11 @@ Deviations:
       a sigmoid gate per node with a learnable temperature and offset, which depends on the
       node only, not on the batch, and can close for every node when the content does not
       help (the content path can then not make GTC worse than its interaction-only form).
+    - Scale of the fused content (``gtc_fusion_scale: match`` by default): ``C_f`` is rescaled
+      to the norm of ``S`` node by node before the gate weighs it, so that the content sets a
+      direction and never the scale; the generated views were 30-100x larger than ``S`` on
+      TikTok features and 10-50x smaller on ml-100k-mm (docs/models/GTC.md). ``raw`` adds
+      ``C_f`` as generated (the paper).
     - L_CON's denominator holds the negatives j != i only, as Eq. 7 writes it
       (``gtc_tc_denominator: negatives``); ``all`` adds the positive (InfoNCE's cross-entropy).
     - Ablations: "Base w/ DN" and "Base w/ TC" keep Base's concatenation (each adds one part to
