@@ -164,6 +164,26 @@ def test_evaluation_calls_each_denoiser_eval_steps_times(data, tiny_root, eval_s
     assert torch.isfinite(scores).all()
 
 
+def test_one_step_evaluation_is_the_denoiser_at_the_last_step(data, tiny_root):
+    # imecd_eval_steps = 1: p_u = f(x_T, T - 1, s~), x_T drawn from the seeded generator.
+    config = _config(tiny_root, imecd_eval_steps=1)
+    _, train, test = data
+    model = _model(config, train).eval()
+    interaction = next(iter(test))[0]
+    with torch.no_grad():
+        reps = model.item_representations()
+        generated = model.generate(interaction, reps)
+        conds, attn_mask = model.forward(
+            interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], reps
+        )
+        generator = torch.Generator().manual_seed(config["seed"])
+        for m in model.branches:
+            x_T = torch.randn(conds[m].shape[0], model.hidden_size, generator=generator)
+            t = torch.full((x_T.shape[0],), config["n_steps"] - 1)
+            expected = model.denoisers[m](x_T, t, conds[m], attn_mask)
+            torch.testing.assert_close(generated[m], expected)
+
+
 def test_eval_steps_out_of_range_is_refused(data, tiny_root):
     for bad in (0, 6, 2.5):
         with pytest.raises(ValueError, match=f"imecd_eval_steps = {bad}"):
