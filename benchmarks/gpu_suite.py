@@ -256,8 +256,8 @@ def run_model_step(step: Step, out: Path, limit_s: float, args, dataset_settings
     )
     lines = []
     try:
-        # The worker is told to stop a few seconds before the step's limit, which also holds
-        # the import of RecBole in this process for the first model.
+        # The worker gets the step's limit less 5 s, kept for this process: RecBole's import
+        # (first model step only) and the reports.
         result = run_benchmark(
             [model],
             args.dataset,
@@ -271,6 +271,7 @@ def run_model_step(step: Step, out: Path, limit_s: float, args, dataset_settings
         step.record.update(status="failed", error=f"{type(error).__name__}: {error}"[:300])
         return
     finally:
+        lines.append(f"the worker's own log: {folder / 'runs'}")
         (out / "logs" / f"{model}.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
     (run,) = result["runs"]
     if run["status"] != "ok":
@@ -295,6 +296,8 @@ def run_model_step(step: Step, out: Path, limit_s: float, args, dataset_settings
         "split_hash",
     )
     step.record.update(status="ok", error=None, figures={k: run.get(k) for k in keys})
+    if not str(run.get("device")).startswith(args.device):  # RecBole falls back to the CPU
+        step.record.update(status="wrong device", error=f"ran on {run.get('device')}")
     step.record["peak_gpu_mb"] = run.get("peak_gpu_mb")
 
 
@@ -369,7 +372,8 @@ def key_figures(step: Step) -> str:
         metric = f.get("valid_metric")
         score = (f.get("test_result") or {}).get(metric)
         return (
-            f"{f['epochs']} epochs, {fmt(f['train_s_per_epoch'])} s/epoch, eval "
+            f"{f['epochs']} epoch{'' if f['epochs'] == 1 else 's'}, "
+            f"{fmt(f['train_s_per_epoch'])} s/epoch, eval "
             f"{fmt(f['valid_s_mean'])} s, test {fmt(f['test_s'])} s, data {fmt(f['data_s'], 1)} s, "
             f"{fmt(f['n_params'])} params, test {metric} {fmt(score, 4)}"
         )
