@@ -155,6 +155,19 @@ def test_ray_is_not_imported_with_recbole_mm():
     assert done.stdout.strip() == "False"
 
 
+def test_transformers_is_not_imported_with_the_models():
+    # transformers (about 0.6 s) loads only when a model builds or runs a T5/GPT-2 backbone.
+    code = (
+        "import sys, recbole_mm\n"
+        "from recbole_mm.utils import recbole_mm_models\n"
+        "recbole_mm_models()\n"
+        "print('transformers' in sys.modules)"
+    )
+    done = _run(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
 def test_ray_absent_recbole_quick_start_imports_and_reports_nowhere():
     # Python >= 3.12 has no ray wheel RecBole accepts; `sys.modules["ray"] = None` hides it here.
     code = (
