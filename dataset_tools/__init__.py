@@ -6,7 +6,10 @@ Each tool is a module with importable functions and an argparse command line:
   atomic files plus text and image feature files, with k-core filtering and either the MMRec
   random 8:1:1 split or a time-stamped file for leave-one-out evaluation;
 - ``python -m dataset_tools.mmrec``: a dataset already in MMRec's format (``x_label`` split and
-  ``text_feat.npy`` / ``image_feat.npy``) to the same layout, keeping its split exactly.
+  ``text_feat.npy`` / ``image_feat.npy``) to the same layout, keeping its split exactly;
+- ``python -m dataset_tools.mmgcn``: MovieLens, TikTok and Kwai in the MMGCN/MMGRec layout;
+- ``python -m dataset_tools.movielens_link``: the ml-100k -> MovieLens-1M id map (shipped in
+  ``recbole_mm/data``) that re-aligns RecBole's ``ml-100k.link`` for ml-100k-mm's ``kg`` modality.
 
 The files they write are described in ``docs/dataset_tools.md``. Nothing here imports RecBole or
 a neural network at package import.
