@@ -39,13 +39,13 @@ def pooled_runs(outputs, *, labels=None, models=None, metrics=None) -> list[dict
             if models and run["model"] not in models:
                 continue
             run = dict(run)
+            run["command"] = run_command(Path(out), run)  # by the run's own model name
             if labels and labels[index]:
                 run["model"] = labels[index]
             if metrics:
                 run["test_result"] = {
                     m: v for m, v in (run.get("test_result") or {}).items() if m in metrics
                 }
-            run["command"] = run_command(Path(out), run)
             runs.append(run)
     return runs
 

@@ -288,3 +288,5 @@ def test_merge_results_lists_every_run_with_its_command(tmp_path, capsys):
     command = "python -m recbole_mm.benchmark --dataset=ml-100k-mm --models=BPR --seeds=2020"
     assert f"`{command} --epochs=5`" in rows[0] and "0.2000" in rows[0]
     assert rows[1].endswith("|  |")  # no spec file: no command
+    relabelled = merge.pooled_runs([str(out)], labels=["BPR-variant"])
+    assert relabelled[0]["model"] == "BPR-variant" and relabelled[0]["command"].startswith(command)
