@@ -25,8 +25,11 @@ from dataset_tools.movielens_link import (
 
 SHIPPED_MAP = REPO / "recbole_mm" / "data" / "ml-100k-to-ml-1m.tsv"
 # MovieLens 1M is not shipped with the project; the check against it runs where it is present.
+# Development data lives in ../shared beside the checkout (users do not have it).
 ML1M_MOVIES = Path(
-    os.environ.get("RECBOLE_MM_ML1M_MOVIES", "/work/shared/data/movielens-1m/movies.dat")
+    os.environ.get(
+        "RECBOLE_MM_ML1M_MOVIES", REPO.parent / "shared" / "data" / "movielens-1m" / "movies.dat"
+    )
 )
 
 ML1M = [
