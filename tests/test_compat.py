@@ -148,22 +148,21 @@ def test_setuptools_hyperopt_imports():
     assert done.returncode == 0, done.stderr
 
 
-def test_ray_is_not_imported_with_recbole_mm():
-    # recbole.quick_start imports ray.tune at module level (about a second, installed or not).
-    done = _run("import sys, recbole_mm, recbole.quick_start\nprint('ray' in sys.modules)")
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
-
-
-def test_transformers_is_not_imported_with_the_models():
-    # transformers (about 0.6 s) loads only when a model builds or runs a T5/GPT-2 backbone.
-    code = (
-        "import sys, recbole_mm\n"
-        "from recbole_mm.utils import recbole_mm_models\n"
-        "recbole_mm_models()\n"
-        "print('transformers' in sys.modules)"
-    )
-    done = _run(code)
+@pytest.mark.parametrize(
+    ("module", "imports"),
+    [
+        # recbole.quick_start imports ray.tune at module level (about a second).
+        ("ray", "import recbole_mm, recbole.quick_start"),
+        # transformers (about 0.6 s) loads only when a model builds or runs a T5/GPT-2 backbone.
+        (
+            "transformers",
+            "import recbole_mm; from recbole_mm.utils import recbole_mm_models; "
+            "recbole_mm_models()",
+        ),
+    ],
+)
+def test_heavy_module_is_not_imported_with_recbole_mm(module, imports):
+    done = _run(f"import sys\n{imports}\nprint({module!r} in sys.modules)")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
 
