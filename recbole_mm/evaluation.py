@@ -1,8 +1,10 @@
-"""Evaluation beyond RecBole's evaluator: metrics on a subset of test targets.
+"""Evaluation beyond RecBole's evaluator: metrics on subsets of the held-out targets.
 
-``evaluate_cold_start`` splits a sequential model's leave-one-out test targets by how often the
-target item occurs in the training split (CEMG's RQ5, cold-start items), for any RecBole
-sequential model with ``full_sort_predict``.
+``evaluate_cold_start`` splits the held-out (user, item) targets of a full-ranking evaluation by
+how often the target item occurs in the training split: cold-start items (CEMG's RQ5), and the
+frequency buckets that show where item content can help a collaborative model. It works for any
+RecBole model with ``full_sort_predict``, general (a user's targets are all held-out items, the
+training items are masked as RecBole masks them) or sequential (one target per row).
 """
 
 from __future__ import annotations
@@ -12,50 +14,95 @@ import torch
 from recbole_mm.data.dataset import training_pairs
 
 
+def training_item_counts(dataset) -> torch.Tensor:
+    """Distinct training users of every item, ``[n_items]``, of a general or sequential split."""
+    if dataset.config["ITEM_ID_FIELD"] + dataset.config["LIST_SUFFIX"] in dataset.inter_feat:
+        _, items = training_pairs(dataset)
+    else:
+        pairs = torch.stack(
+            [dataset.inter_feat[dataset.uid_field], dataset.inter_feat[dataset.iid_field]]
+        )
+        items = torch.unique(pairs, dim=1)[1]
+    return torch.bincount(items, minlength=dataset.item_num)
+
+
 @torch.no_grad()
-def evaluate_cold_start(
-    model, train_data, eval_data, *, max_interactions: int = 5, topk=(10, 20)
-) -> dict:
-    """Hit@k and NDCG@k of a sequential model, overall and on cold-start targets (RQ5).
+def target_ranks(model, eval_data) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-based rank of every held-out target among all items, and the target items.
 
-    A target is cold when its item has at most ``max_interactions`` (user, item) pairs in the
-    training split. Works for any sequential model with ``full_sort_predict`` (SASRec too).
-    Under leave-one-out each row has one target, so Hit@k and NDCG@k equal RecBole's; ties are
-    ranked pessimistically (an item scoring as high as the target counts as ahead of it).
+    Scores are masked as RecBole's full-sort evaluation masks them (the padding item and, for
+    general models, the user's training items). Ties are ranked pessimistically: an item that
+    scores as high as the target counts as ahead of it. A target whose score is not finite
+    (a generative model's item outside its beams) ranks last.
 
-    Returns:
-        ``{"overall": {"hit@k", "ndcg@k"}, "cold": {...}, "n_overall", "n_cold"}``.
+    Shapes:
+        returns ``[n_targets]`` ranks (long) and ``[n_targets]`` item ids.
     """
-    dataset = train_data._dataset
-    _, items = training_pairs(dataset)
-    counts = torch.bincount(items, minlength=dataset.item_num)
     was_training = model.training
     model.eval()
-    ranks, cold = [], []
     device = next(model.parameters()).device
-    for interaction, _, _, positive_i in eval_data:
-        scores = model.full_sort_predict(interaction.to(device)).view(len(positive_i), -1)
+    ranks, items = [], []
+    for interaction, history_index, positive_u, positive_i in eval_data:
+        scores = model.full_sort_predict(interaction.to(device))
+        scores = scores.view(-1, eval_data._dataset.item_num).clone()  # [B, n_items]
         scores[:, 0] = float("-inf")
-        target = scores.gather(1, positive_i.to(device)[:, None])  # [B, 1]
-        ahead = (scores > target).sum(1) + ((scores == target).sum(1) - 1)
-        ranks.append(torch.where(torch.isfinite(target[:, 0]), ahead, scores.shape[1]).cpu())
-        cold.append(counts[positive_i] <= max_interactions)
+        if history_index is not None:
+            scores[history_index] = float("-inf")
+        positive_u, positive_i = positive_u.to(device), positive_i.to(device)
+        target = scores[positive_u, positive_i]  # [T]
+        rows = scores[positive_u]  # [T, n_items]
+        ahead = (rows > target[:, None]).sum(1) + (rows == target[:, None]).sum(1) - 1
+        ranks.append(torch.where(torch.isfinite(target), ahead, scores.shape[1]).cpu())
+        items.append(positive_i.cpu())
     model.train(was_training)
-    ranks, cold = torch.cat(ranks), torch.cat(cold)
+    return torch.cat(ranks), torch.cat(items)
 
-    def metrics(subset):
-        r = ranks[subset].double()
-        out = {}
-        for k in topk:
-            hit = r < k
-            out[f"hit@{k}"] = round(float(hit.double().mean()), 4) if len(r) else float("nan")
-            ndcg = torch.where(hit, 1.0 / torch.log2(r + 2), torch.zeros_like(r))
-            out[f"ndcg@{k}"] = round(float(ndcg.mean()), 4) if len(r) else float("nan")
-        return out
 
-    return {
-        "overall": metrics(torch.ones_like(cold)),
-        "cold": metrics(cold),
-        "n_overall": int(len(cold)),
+def _target_metrics(ranks: torch.Tensor, topk) -> dict:
+    r = ranks.double()
+    out = {}
+    for k in topk:
+        hit = r < k
+        out[f"hit@{k}"] = round(float(hit.double().mean()), 4) if len(r) else float("nan")
+        ndcg = torch.where(hit, 1.0 / torch.log2(r + 2), torch.zeros_like(r))
+        out[f"ndcg@{k}"] = round(float(ndcg.mean()), 4) if len(r) else float("nan")
+    return out
+
+
+def evaluate_cold_start(
+    model, train_data, eval_data, *, max_interactions: int = 5, topk=(10, 20), buckets=()
+) -> dict:
+    """Target-level Hit@k and NDCG@k, overall, on cold-start targets and per frequency bucket.
+
+    A target is cold when its item has at most ``max_interactions`` distinct training users.
+    Metrics are means over targets: under leave-one-out (one target per row) Hit@k and NDCG@k
+    equal RecBole's; for a general model Hit@k is the share of held-out pairs ranked in the
+    user's top k (a micro-averaged recall), not RecBole's per-user mean.
+
+    Args:
+        buckets: upper bounds ``(b_1, b_2, ..)`` of extra frequency buckets
+            ``[0, b_1], (b_1, b_2], .., (b_last, inf)`` of training users per target item.
+
+    Returns:
+        ``{"overall": {"hit@k", "ndcg@k"}, "cold": {...}, "n_overall", "n_cold",
+        "buckets": [{"range", "n", **metrics}, ..]}``.
+    """
+    counts = training_item_counts(train_data._dataset)
+    ranks, items = target_ranks(model, eval_data)
+    frequency = counts[items]
+    cold = frequency <= max_interactions
+    report = {
+        "overall": _target_metrics(ranks, topk),
+        "cold": _target_metrics(ranks[cold], topk),
+        "n_overall": int(len(ranks)),
         "n_cold": int(cold.sum()),
+        "buckets": [],
     }
+    bounds = [-1, *buckets, float("inf")]
+    for low, high in zip(bounds, bounds[1:]):
+        inside = (frequency > low) & (frequency <= high)
+        label = f"{low + 1}-{high}" if high != float("inf") else f">{low}"
+        report["buckets"].append(
+            {"range": label, "n": int(inside.sum()), **_target_metrics(ranks[inside], topk)}
+        )
+    return report

@@ -1,14 +1,17 @@
-"""Cold-start evaluation (CEMG's RQ5) of saved sequential checkpoints, beside the overall figures.
+"""Cold-start evaluation of saved checkpoints (CEMG's RQ5), and held-out targets by item frequency.
 
 Reloads each checkpoint with ``recbole_mm.quick_start.load_data_and_model`` (same config, split
-and seed as the run that wrote it) and reports Hit@k / NDCG@k on every test row and on the rows
-whose target item has at most ``--max_interactions`` training interactions::
+and seed as the run that wrote it) and reports target-level Hit@k / NDCG@k
+(``recbole_mm.evaluation.evaluate_cold_start``) on every held-out target, on the targets whose
+item has at most ``--max_interactions`` training users, and per ``--buckets`` of training users::
 
-    python benchmarks/cemg_cold_start.py \
-        <best checkpoint of each run> --max_interactions=5
+    python benchmarks/cold_start.py <best checkpoint of each run> --max_interactions=5
+    python benchmarks/cold_start.py <general checkpoints> --buckets=5,20,50 --split=valid
 
-Works for any sequential model with ``full_sort_predict`` (CEMG, SASRec, GRU4Rec, ...). Writes
-``--out`` (JSON) and prints a Markdown table.
+Works for any model with ``full_sort_predict``: sequential (CEMG, SASRec, GRU4Rec, ...: one
+target per row, the figures equal RecBole's) and general (GTC, VBPR, BPR, LightGCN, ...: every
+held-out pair is a target, Hit@k is the share of pairs in the user's top k). Writes ``--out``
+(JSON) and prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -26,9 +29,13 @@ def main(argv=None) -> int:
     parser.add_argument("--max_interactions", type=int, default=5)
     parser.add_argument("--topk", default="10,20", help="comma-separated cut-offs")
     parser.add_argument("--split", default="test", choices=("valid", "test"))
-    parser.add_argument("--out", default="benchmark_results/cemg_cold_start.json")
+    parser.add_argument(
+        "--buckets", default="", help="comma-separated upper bounds of training-user buckets"
+    )
+    parser.add_argument("--out", default="benchmark_results/cold_start.json")
     args = parser.parse_args(argv)
     topk = tuple(int(k) for k in args.topk.split(","))
+    buckets = tuple(int(b) for b in args.buckets.split(",") if b)
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv
 
     from recbole_mm.evaluation import evaluate_cold_start
@@ -44,6 +51,7 @@ def main(argv=None) -> int:
             test if args.split == "test" else valid,
             max_interactions=args.max_interactions,
             topk=topk,
+            buckets=buckets,
         )
         seconds = time.perf_counter() - start
         rows.append(
@@ -62,6 +70,15 @@ def main(argv=None) -> int:
         overall = " | ".join(f"{row['overall'][k]:.4f}" for k in keys)
         cold = " | ".join(f"{row['cold'][k]:.4f}" for k in keys)
         print(f"| {row['model']} | {row['n_overall']} | {overall} | {row['n_cold']} | {cold} |")
+    if buckets:
+        ranges = [b["range"] for b in rows[0]["buckets"]]
+        k = f"hit@{max(topk)}"
+        print(f"\n{k} by training users of the target item (targets per bucket in brackets)\n")
+        print("| model | " + " | ".join(ranges) + " |")
+        print("|---" * (1 + len(ranges)) + "|")
+        for row in rows:
+            cells = " | ".join(f"{b[k]:.4f} ({b['n']})" for b in row["buckets"])
+            print(f"| {row['model']} | {cells} |")
     return 0
 
 
