@@ -20,6 +20,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 from recbole_mm import properties
+from recbole_mm.lookup import get_model
 
 logger = logging.getLogger(__name__)
 
@@ -181,8 +182,6 @@ class Config(RecBoleConfig):
         if model is None:
             model = self.external_config_dict.get("model")
         if isinstance(model, str):
-            from recbole_mm.utils import get_model
-
             model = get_model(model)
         return super()._get_model_and_dataset(model, dataset)
 

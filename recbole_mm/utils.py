@@ -4,110 +4,43 @@ These functions mirror ``recbole.utils.get_model``, ``recbole.utils.get_trainer`
 ``recbole.data.create_dataset`` and ``recbole.data.data_preparation`` and add what RecBole
 lacks: a clear error for unknown model names (RecBole reports a missing ``lightgbm``), the
 embedded dataset built on first use, a clear error naming the build command when a dataset's
-files are absent, and a check that no split is empty.
+files are absent, and a check that no split is empty. The model lookup lives in
+:mod:`recbole_mm.lookup` (which ``recbole_mm.config`` imports without the trainers) and is
+importable from here as well.
 """
 
 from __future__ import annotations
-
-import functools
-import importlib
-import importlib.util
-from pathlib import Path
 
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation as recbole_data_preparation
 from recbole.utils import ModelType
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_mm.data.dataset import prepare_dataset_files
-
-# Our model packages, by RecBole model type; each lists its models in __all__.
-MODEL_PACKAGES = {
-    ModelType.GENERAL: "recbole_mm.model.general_recommender",
-    ModelType.SEQUENTIAL: "recbole_mm.model.sequential_recommender",
-}
-RECBOLE_MODEL_PACKAGES = (
-    "general_recommender",
-    "context_aware_recommender",
-    "sequential_recommender",
-    "knowledge_aware_recommender",
-    "exlib_recommender",
+from recbole_mm import trainer as trainers
+from recbole_mm.data.dataset import (
+    MultimodalDataset,
+    MultimodalSequentialDataset,
+    prepare_dataset_files,
 )
+from recbole_mm.lookup import UnknownModelError, get_model, recbole_mm_models, recbole_models
 
-
-class UnknownModelError(ValueError):
-    """A model name that neither recbole_mm nor RecBole defines."""
-
-
-@functools.lru_cache(maxsize=1)
-def recbole_mm_models() -> dict[str, type]:
-    """Our models by name."""
-    models = {}
-    for package in MODEL_PACKAGES.values():
-        module = importlib.import_module(package)
-        models.update({name: getattr(module, name) for name in module.__all__})
-    return models
-
-
-def _recbole_model_dir() -> Path:
-    return Path(importlib.util.find_spec("recbole.model").submodule_search_locations[0])
-
-
-@functools.lru_cache(maxsize=1)
-def recbole_models() -> list[str]:
-    """Names of RecBole's own models (the optional lightgbm/xgboost wrappers included)."""
-    from recbole.model.abstract_recommender import AbstractRecommender
-
-    names = []
-    for package in RECBOLE_MODEL_PACKAGES:
-        folder = _recbole_model_dir() / package
-        for file in sorted(folder.glob("*.py")):
-            if file.stem == "__init__":
-                continue
-            if package == "exlib_recommender":
-                # Importing these needs lightgbm / xgboost; their class names are fixed.
-                names.append({"lightgbm": "LightGBM", "xgboost": "XGBoost"}.get(file.stem, ""))
-                continue
-            module = importlib.import_module(f"recbole.model.{package}.{file.stem}")
-            names += [
-                name
-                for name, obj in vars(module).items()
-                if isinstance(obj, type)
-                and issubclass(obj, AbstractRecommender)
-                and obj.__module__ == module.__name__
-                and name.lower() == file.stem
-            ]
-    return sorted(n for n in names if n)
-
-
-def get_model(model_name: str) -> type:
-    """The model class named ``model_name``: recbole_mm's, else RecBole's."""
-    ours = recbole_mm_models()
-    if model_name in ours:
-        return ours[model_name]
-    file = model_name.lower()
-    for package in RECBOLE_MODEL_PACKAGES:
-        if not (_recbole_model_dir() / package / f"{file}.py").is_file():
-            continue
-        try:
-            module = importlib.import_module(f"recbole.model.{package}.{file}")
-        except ModuleNotFoundError as err:
-            raise ModuleNotFoundError(
-                f"RecBole's model {model_name} needs the package '{err.name}': "
-                f"pip install {err.name}"
-            ) from err
-        if hasattr(module, model_name):
-            return getattr(module, model_name)
-    raise UnknownModelError(
-        f"Unknown model '{model_name}' (names are case-sensitive). recbole_mm models: "
-        f"{', '.join(sorted(ours))}. RecBole models: {', '.join(recbole_models())}."
-    )
+__all__ = [
+    "UnknownModelError",
+    "create_dataset",
+    "data_preparation",
+    "dataset_class_for",
+    "full_sort_users_per_batch",
+    "get_model",
+    "get_trainer",
+    "recbole_mm_models",
+    "recbole_models",
+    "size_full_sort_batches",
+]
 
 
 def get_trainer(model_type: ModelType, model_name: str) -> type:
     """The trainer class for a model: ``recbole_mm.trainer.<Model>Trainer``, else
     ``MultiStageTrainer`` for our models that declare ``stages``, else RecBole's."""
-    trainers = importlib.import_module("recbole_mm.trainer")
     if hasattr(trainers, model_name + "Trainer"):
         return getattr(trainers, model_name + "Trainer")
     if getattr(recbole_mm_models().get(model_name), "stages", None):
@@ -117,8 +50,6 @@ def get_trainer(model_type: ModelType, model_name: str) -> type:
 
 def dataset_class_for(model_class: type) -> type:
     """The dataset class one of our models is built on (multimodal, by model type)."""
-    from recbole_mm.data.dataset import MultimodalDataset, MultimodalSequentialDataset
-
     explicit = getattr(model_class, "dataset_class", None)
     if explicit is not None:
         return explicit

@@ -38,6 +38,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from recbole_mm.config import Config
+
 FORMAT = "recbole_mm.checkpoint/1"
 # Derived by RecBole's Config at start-up; never stored, recomputed on load.
 DERIVED_KEYS = ("MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device")
@@ -290,8 +292,6 @@ def load_config(checkpoint: dict):
     for this process); the stored final values then replace whatever the property files
     would give today, except the keys that describe the process (device, ranks, logging).
     """
-    from recbole_mm.config import Config
-
     saved = checkpoint["config"]
     config = Config(
         model=saved["model"],
