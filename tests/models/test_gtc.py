@@ -301,3 +301,27 @@ def test_matched_fusion_scale_gives_the_content_the_norm_of_s(tiny):
     assert torch.all((fused - s).norm(dim=-1) <= s.norm(dim=-1) + 1e-6)
     model.fusion_scale = "raw"
     assert (model._fuse(s, views) - s).norm(dim=-1).mean() > 100 * s.norm(dim=-1).mean()
+
+
+def test_centred_content_shares_no_direction_across_items_or_users(tiny):
+    """gtc_center_content: a direction common to every item's content (here a large offset of
+    the features) leaves C_0 with zero mean over the real items and over the users; without
+    it, every item's content points the same way and Eq. 10 would add one vector to all."""
+    config, train, _ = tiny
+    model = _model(config, train)
+    with torch.no_grad():
+        for index in range(len(model.modalities)):
+            getattr(model, f"features_{index}").add_(50.0)
+    n_users = model.n_users
+    for centre in (True, False):
+        model.center_content = centre
+        _, contents = model._encode()
+        for c in contents:
+            items, users = c[n_users + 1 :], c[:n_users]
+            mean_cosine = torch.nn.functional.cosine_similarity(items, items.mean(0)[None]).mean()
+            if centre:
+                torch.testing.assert_close(items.mean(0), torch.zeros_like(items[0]))
+                torch.testing.assert_close(users.mean(0), torch.zeros_like(users[0]))
+                assert mean_cosine < 0.5
+            else:
+                assert mean_cosine > 0.9

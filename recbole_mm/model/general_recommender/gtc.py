@@ -61,6 +61,11 @@ Deviations:
       direction and never the scale; the generated views were 30-100x larger than ``S`` on
       TikTok features and 10-50x smaller on ml-100k-mm (docs/models/GTC.md). ``raw`` adds
       ``C_f`` as generated (the paper).
+    - Centred content (``gtc_center_content``, on by default): ``C_0`` of every modality has its
+      mean over the users subtracted from the user rows and its mean over the real items from the
+      item rows, in training and evaluation alike. On ml-100k-mm the items' text content had a
+      mean cosine of 0.99 to its mean direction, so Eq. 10 added one shared vector to every item
+      and GTC ranked by popularity (docs/models/GTC.md).
     - L_CON's denominator holds the negatives j != i only, as Eq. 7 writes it
       (``gtc_tc_denominator: negatives``); ``all`` adds the positive (InfoNCE's cross-entropy).
     - Ablations: "Base w/ DN" and "Base w/ TC" keep Base's concatenation (each adds one part to
@@ -140,6 +145,7 @@ class GTC(GeneralRecommender):
         self.tc_normalize = config["gtc_tc_normalize"]
         self.tc_include_positive = config["gtc_tc_denominator"] == "all"
         self.fusion_scale = config["gtc_fusion_scale"]
+        self.center_content = config["gtc_center_content"]
         self.clip_x0 = config["gtc_clip_x0"]
         self.standardize = config["gtc_standardize"]
         self.prediction = config["gtc_prediction"]
@@ -252,7 +258,20 @@ class GTC(GeneralRecommender):
             inputs.append(torch.cat([users, items]))
         outputs = self.propagation(self.adjacency, torch.cat(inputs, dim=1))  # [N, (1 + M) d]
         s, *contents = outputs.split(self.embedding_size, dim=1)
+        if self.center_content:
+            contents = [self._center(c) for c in contents]
         return s, contents
+
+    def _center(self, c: torch.Tensor) -> torch.Tensor:
+        """``C_0`` less its mean over the users (user rows) and over the real items (item rows).
+
+        A direction shared by every node's content (a sentence encoder's anisotropy, a feature
+        offset, the projection's bias) would make Eq. 10 add nearly the same vector to every
+        item: the scores would then grow with the norm of ``S``, a popularity ranking.
+        """
+        users, items = c[: self.n_users], c[self.n_users :]
+        real_items = items[1:]  # RecBole's padding item 0 left out of the mean
+        return torch.cat([users - users.mean(dim=0), items - real_items.mean(dim=0)])
 
     def _diffusion_stats(self, c0_all) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(scale, clip)`` of one modality's diffusion space, from every real node's ``C_0``
