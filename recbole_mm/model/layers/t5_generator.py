@@ -322,39 +322,51 @@ class CodeGenerator(nn.Module):
     def _generate_shared(self, prompt, prompt_mask, trie, beam_size, excluded):
         from recbole_mm.model.layers.semantic_ids import constrained_beam_search
 
-        if self.backbone_kind == "t5":
-            encoder = self.model.get_encoder()
-            hidden = encoder(input_ids=prompt, attention_mask=prompt_mask).last_hidden_state
-            state = (hidden, prompt_mask)
-        else:
-            state = (prompt, prompt_mask)
-
-        def step(codes, state):
-            tokens = self.tokens.tokens(codes)  # [B*beam, l]
-            level = codes.shape[1]
-            if self.backbone_kind == "t5":
-                hidden, mask = state
-                start = tokens.new_full((tokens.shape[0], 1), self.pad)
-                logits = self.model(
-                    encoder_outputs=(hidden,),
-                    attention_mask=mask,
-                    decoder_input_ids=torch.cat([start, tokens], 1),
-                ).logits[:, -1]
-            else:
-                ids, mask, positions = self._decoder_inputs(*state, tokens)
-                logits = self.model(
-                    input_ids=ids, attention_mask=mask, position_ids=positions
-                ).logits[:, -1]
-            lo = int(self.tokens.level_offsets[level])
-            log_probs = logits.float().log_softmax(-1)  # over the whole vocabulary, as "hf"
-            return log_probs[:, lo : lo + self.tokens.vocab_sizes[level]], state
-
         return constrained_beam_search(
-            step,
+            self.search_step,
             trie,
             batch_size=prompt.shape[0],
             beam_size=beam_size,
             excluded=excluded,
-            state=state,
+            state=self.search_state(prompt, prompt_mask),
             device=prompt.device,
         )
+
+    def search_state(self, prompt, prompt_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """The state :meth:`search_step` starts from (T5: the encoder runs once, here).
+
+        Shapes:
+            prompt, prompt_mask: ``[B, P]``; returns two batch-first ``[B, *]`` tensors.
+        """
+        if self.backbone_kind == "t5":
+            encoder = self.model.get_encoder()
+            hidden = encoder(input_ids=prompt, attention_mask=prompt_mask).last_hidden_state
+            return hidden, prompt_mask
+        return prompt, prompt_mask
+
+    def search_step(self, codes, state) -> tuple[torch.Tensor, tuple]:
+        """One step of ``constrained_beam_search``: log-probabilities of the next level's codes.
+
+        The decoder re-reads the ``l`` codes chosen so far (no key/value cache); the
+        log-softmax runs over the whole vocabulary, as in the ``"hf"`` backend.
+
+        Shapes:
+            codes: ``[B', l]`` long; returns ``([B', vocab_sizes[l]], state)``.
+        """
+        tokens = self.tokens.tokens(codes)  # [B', l]
+        level = codes.shape[1]
+        if self.backbone_kind == "t5":
+            hidden, mask = state
+            start = tokens.new_full((tokens.shape[0], 1), self.pad)
+            out = self.model(
+                encoder_outputs=(hidden,),
+                attention_mask=mask,
+                decoder_input_ids=torch.cat([start, tokens], 1),
+            )
+        else:
+            ids, mask, positions = self._decoder_inputs(*state, tokens)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions)
+        logits = out.logits[:, -1]  # [B', vocabulary]
+        lo = int(self.tokens.level_offsets[level])
+        log_probs = logits.float().log_softmax(-1)  # over the whole vocabulary, as "hf"
+        return log_probs[:, lo : lo + self.tokens.vocab_sizes[level]], state
