@@ -110,11 +110,10 @@ def measure(n_items: int, args, generator) -> dict:
         generator=generator,
     )
     with torch.no_grad():
-        model.rec_ids.copy_(rec_ids)
+        model.item_codes.copy_(rec_ids)
         model.user_vectors.normal_()
-    model._reset_trie()
     start = time.perf_counter()
-    model.trie()
+    model.trie.to(model.item_codes.device)  # the trie is built on first use after a change
     trie_s = time.perf_counter() - start
 
     users = torch.arange(1, n_users)

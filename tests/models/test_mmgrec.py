@@ -109,12 +109,12 @@ def test_stages_switch_trainable_parameters(tiny):
 def test_rec_ids_unique_with_popularity_token(tiny):
     config, train, _ = tiny
     model = _trained_tokenizer(config, train)
-    rec_ids = model.rec_ids
+    rec_ids = model.item_codes
     assert (rec_ids[0] == -1).all() and (rec_ids[1:] >= 0).all()
     assert torch.unique(rec_ids[1:], dim=0).shape[0] == model.n_items - 1
-    report = model.rec_id_report
+    report = model.code_report
     assert report["after"]["collision_rate"] == 0.0
-    assert len(report["before_popularity_token"]["usage_per_level"]) == 2
+    assert len(report["before"]["usage_per_level"]) == 2
     # Within a colliding group the popularity token ranks items by training interactions.
     codes = rec_ids[1:, :-1]
     pop = model.popularity[1:]
@@ -312,11 +312,11 @@ def test_capacity_and_collision_group_limits(tiny_root, monkeypatch):
 def test_prepare_stage_is_idempotent_until_the_tokenizer_retrains(tiny):
     config, train, _ = tiny
     model = _trained_tokenizer(config, train)
-    rec_ids = model.rec_ids.clone()
+    rec_ids = model.item_codes.clone()
     with torch.no_grad():
         model.item_embedding.weight.add_(1.0)  # as if fine-tuned by the generator
     model.prepare_stage("generator", train)  # a resumed generator keeps its Rec-IDs and inputs
-    assert torch.equal(model.rec_ids, rec_ids)
+    assert torch.equal(model.item_codes, rec_ids)
     assert (model.item_embedding.weight[1:] != model.graph_forward()[1][1:]).all()
     model.set_stage("tokenizer")
     model.set_stage("generator")
@@ -348,7 +348,7 @@ def test_each_stage_runs_alone_and_resumes_from_its_checkpoint(tiny_root, run_in
     assert first["test_result"] is None  # stopped before the generator
     tokenizer = stage_checkpoint_path(str(folder), "MMGRec", TINY, "tokenizer")
     state = torch.load(tokenizer, weights_only=True)
-    assert state["stage"] == "tokenizer" and not bool(state["state_dict"]["rec_ids_assigned"])
+    assert state["stage"] == "tokenizer" and not bool(state["state_dict"]["codes_assigned"])
 
     second = run_recbole_mm(
         "MMGRec",
@@ -363,7 +363,7 @@ def test_each_stage_runs_alone_and_resumes_from_its_checkpoint(tiny_root, run_in
     # The generator's Rec-IDs come from the tokenizer checkpoint's weights.
     _, model, _, _, _, test = load_data_and_model(tokenizer)
     model.prepare_stage("generator")
-    assert torch.equal(model.rec_ids, trained["rec_ids"])
+    assert torch.equal(model.item_codes, trained["item_codes"])
     torch.testing.assert_close(model.quantizer.codebooks, trained["quantizer.codebooks"])
 
     # Resuming the generator keeps its Rec-IDs and trained weights, and evaluates.
@@ -380,7 +380,7 @@ def test_each_stage_runs_alone_and_resumes_from_its_checkpoint(tiny_root, run_in
     )
     assert third["test_result"] is not None
     _, reloaded, _, _, _, test = load_data_and_model(third["checkpoint"])
-    assert torch.equal(reloaded.rec_ids, trained["rec_ids"])
+    assert torch.equal(reloaded.item_codes, trained["item_codes"])
     interaction = next(iter(test))[0]
     with torch.no_grad():
         scores = reloaded.eval().full_sort_predict(interaction)
@@ -411,7 +411,7 @@ def test_end_to_end_through_the_cli(tiny_root, run_in_tmp):
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-3000:]
-    assert "MMGRec Rec-IDs: collision rate" in output
+    assert "MMGRec item codes: collision rate" in output
     assert "test result" in output.lower()
     for stage in ("tokenizer", "generator"):
         assert (run_in_tmp / "saved" / f"MMGRec-{TINY}-{stage}.pth").is_file()
@@ -431,3 +431,35 @@ def test_dead_codes_are_reseeded_at_residuals(tiny):
     for level in range(2):
         new = model.quantizer.codebooks[level, 3]
         assert (residuals[level] - new).abs().sum(1).min() < 1e-6
+
+
+def test_checkpoints_with_the_old_rec_id_buffer_names_load(tiny):
+    """Checkpoints written before the semantic-id base hold ``rec_ids`` / ``rec_ids_assigned``;
+    they load (strictly) into ``item_codes`` / ``codes_assigned`` and rank as before."""
+    config, train, test = tiny
+    model = _trained_tokenizer(config, train).eval()
+    renamed = {"item_codes": "rec_ids", "codes_assigned": "rec_ids_assigned"}
+    old = {renamed.get(k, k): v for k, v in model.state_dict().items()}
+    assert "rec_ids" in old and "item_codes" not in old
+    fresh = _model(config, train, seed=1)
+    fresh.load_state_dict(old)
+    assert torch.equal(fresh.item_codes, model.item_codes) and bool(fresh.codes_assigned)
+    interaction = next(iter(test))[0]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            fresh.eval().full_sort_predict(interaction), model.full_sort_predict(interaction)
+        )
+
+
+def test_old_rec_id_names_still_work_with_a_deprecation_warning(tiny):
+    config, train, _ = tiny
+    model = _model(config, train)
+    with pytest.warns(DeprecationWarning, match=r"assign_rec_ids\(\) is deprecated"):
+        report = model.assign_rec_ids()
+    assert report["before_popularity_token"] == model.code_report["before"]
+    with pytest.warns(DeprecationWarning, match="use item_codes"):
+        assert model.rec_ids is model.item_codes
+    with pytest.warns(DeprecationWarning, match="use codes_assigned"):
+        assert bool(model.rec_ids_assigned)
+    with pytest.warns(DeprecationWarning, match="use code_report"):
+        assert model.rec_id_report["after"] == model.code_report["after"]

@@ -24,7 +24,9 @@ evaluation (training items; at test also validation items, after ``prepare_evalu
 excluded in the trie so they never take a beam; the beam scores (summed log-probabilities) are
 scattered into a ``-inf`` ``[B, n_items]`` matrix, and a row that would leave RecBole's top-K
 to unscored items is refused (``ranking_scores``). ``predict`` is the log-probability of the
-item's Rec-ID under teacher forcing.
+item's Rec-ID under teacher forcing. The Rec-ID buffer, the trie, the search call and the
+scatter are :class:`recbole_mm.model.generative.SemanticIdRecommender`'s; this file holds the
+tokenizer, the collision policy (``_tokenize_items``) and the decoding step (``_search_step``).
 
 Deviations (details in docs/models/MMGRec.md):
     - Eq. 10 alternation is per batch: odd batches take a BPR step (graph parameters), even
@@ -50,7 +52,6 @@ Deviations (details in docs/models/MMGRec.md):
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 
@@ -62,25 +63,17 @@ from recbole.model.loss import BPRLoss
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_mm.model.layers.quantizer import (
-    ResidualQuantizer,
-    append_collision_index,
-    collision_report,
-    kmeans,
+from recbole_mm.model.generative import (
+    SemanticIdRecommender,
+    placeholder_codes,
+    warn_renamed,
 )
+from recbole_mm.model.layers.quantizer import ResidualQuantizer, append_collision_index, kmeans
 from recbole_mm.model.layers.relation_attention import (
     CachedTransformerDecoder,
     RelationAwareEncoder,
 )
-from recbole_mm.model.layers.semantic_ids import (
-    SemanticIdTrie,
-    constrained_beam_search,
-    evaluation_history,
-    history_mask,
-    ranking_scores,
-)
-
-logger = logging.getLogger(__name__)
+from recbole_mm.model.layers.semantic_ids import evaluation_history, history_mask
 
 STAGES = ("tokenizer", "generator")
 # Config switches and their values; the first is the paper's model, the others its ablations.
@@ -184,9 +177,18 @@ def sinusoidal_positions(n: int, d: int) -> torch.Tensor:
     return table
 
 
-class MMGRec(GeneralRecommender):
+def _legacy_report(report: dict) -> dict:
+    """The collision report under the keys ``assign_rec_ids`` returned."""
+    if not report:
+        return {}
+    return {"before_popularity_token": report["before"], "after": report["after"]}
+
+
+class MMGRec(SemanticIdRecommender, GeneralRecommender):
     input_type = InputType.PAIRWISE
     stages = STAGES
+    # Checkpoints written before the semantic-id base named the Rec-ID buffers so.
+    legacy_state_keys = {"rec_ids": "item_codes", "rec_ids_assigned": "codes_assigned"}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -196,8 +198,12 @@ class MMGRec(GeneralRecommender):
         self.codebook_size = config["codebook_size"]  # L
         self.popularity_vocab_size = config["popularity_vocab_size"] or self.codebook_size
         self.max_history = config["max_history"]  # N
+        self.rqvae_input = config["rqvae_input"]
+        self.rec_id_method = config["rec_id_method"]
+        self.collision_token = config["collision_token"]
+        self.encoder_input = config["encoder_input"]
+        self.encoder_position = config["encoder_position"]
         for key, allowed in CHOICES.items():
-            setattr(self, key, config[key])
             if config[key] not in allowed:
                 raise ValueError(f"{key} = {config[key]!r} must be one of {list(allowed)}.")
         self.finetune_item_embedding = config["finetune_item_embedding"]
@@ -306,18 +312,18 @@ class MMGRec(GeneralRecommender):
         self.bos = nn.Parameter(torch.zeros(d))
         self.token_embeddings = nn.ModuleList(nn.Embedding(v, d) for v in self.vocab_sizes[:-1])
         self.heads = nn.ModuleList(nn.Linear(d, v) for v in self.vocab_sizes)
-        self.register_buffer("rec_ids", self._digit_rec_ids())  # [n_items, M], row 0 = -1
-        # Set once the tokenizer's Rec-IDs are in place; a resumed generator keeps them.
-        self.register_buffer("rec_ids_assigned", torch.tensor(False))
+        # Rec-IDs [n_items, M], row 0 = -1: until the tokenizer runs, the base-L digits of the
+        # item id and a zero popularity token.
+        digits = placeholder_codes(
+            self.n_items, codebook_size=self.codebook_size, n_levels=self.n_levels, offset=1
+        )
+        self.init_item_codes(append_collision_index(digits))
 
         # parameters initialization
         self.apply(xavier_normal_initialization)
         nn.init.normal_(self.bos, std=d**-0.5)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
-        self._trie = None
-        self.register_load_state_dict_post_hook(lambda module, _: module._reset_trie())
-        self.rec_id_report: dict = {}
         self._tokenizer_steps = 0
         self.stage = STAGES[0]
         self.set_stage(STAGES[0])
@@ -329,7 +335,7 @@ class MMGRec(GeneralRecommender):
             raise ValueError(f"MMGRec stage {stage!r} must be one of {list(STAGES)}.")
         self.stage = stage
         if stage == "tokenizer":
-            self.rec_ids_assigned.fill_(False)  # a (re)trained tokenizer needs new Rec-IDs
+            self.codes_assigned.fill_(False)  # a (re)trained tokenizer needs new Rec-IDs
             trainable = [
                 self.user_embedding,
                 self.item_cf_embedding,
@@ -354,17 +360,13 @@ class MMGRec(GeneralRecommender):
         Idempotent: when the Rec-IDs are already assigned (a generator checkpoint being
         resumed), they and the copied representations are kept as they are.
         """
-        if stage == "generator" and not bool(self.rec_ids_assigned):
-            self.assign_rec_ids()
+        if stage == "generator":
+            self.ensure_codes()
 
     @torch.no_grad()
-    def assign_rec_ids(self) -> dict:
-        """Rec-IDs (Eq. 8, 11-12) and the generator's inputs from the trained tokenizer.
-
-        Returns (and logs) the collision report before and after the popularity token.
-        """
-        was_training = self.training
-        self.eval()
+    def _tokenize_items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Semantic codes (Eq. 8) and Rec-IDs (Eq. 11-12) of every item, from one pass of the
+        trained graph, whose user and item representations become the generator's inputs."""
         user_repr, item_repr = self.graph_forward()
         x = self._rqvae_inputs(item_repr)
         if self.rec_id_method == "rqvae":
@@ -372,7 +374,7 @@ class MMGRec(GeneralRecommender):
         else:
             codes = hierarchical_kmeans(x, n_levels=self.n_levels, k=self.codebook_size)
         codes[0] = -1  # padding item
-        before = collision_report(codes, codebook_size=self.codebook_size)
+        # Collision policy: a last token ranking the items that share a code tuple.
         if self.collision_token == "popularity":
             order = self.popularity  # Eq. 11: rank by number of training interactions
         else:
@@ -385,27 +387,11 @@ class MMGRec(GeneralRecommender):
                 f"popularity_vocab_size = {self.popularity_vocab_size} tokens: raise "
                 f"popularity_vocab_size (or codebook_size) in the MMGRec configuration."
             )
-        after = collision_report(rec_ids)
-        self.rec_ids.copy_(rec_ids)
-        self.rec_ids_assigned.fill_(True)
-        self.user_vectors.copy_(user_repr)
+        self.user_vectors.copy_(user_repr)  # h_u of Eq. 18
         if self.encoder_input == "graph":
-            self.item_embedding.weight.copy_(item_repr)
+            self.item_embedding.weight.copy_(item_repr)  # Eq. 13
             self.item_embedding.weight[0].zero_()
-        self._reset_trie()
-        self.train(was_training)
-        self.rec_id_report = {"before_popularity_token": before, "after": after}
-        logger.info(
-            "MMGRec Rec-IDs: collision rate %.4f (%d items, largest group %d) before the %s "
-            "token, %.4f after; codebook usage per level %s",
-            before["collision_rate"],
-            before["n_colliding_items"],
-            before["max_items_per_code"],
-            self.collision_token,
-            after["collision_rate"],
-            [round(u, 3) for u in before["usage_per_level"]],
-        )
-        return self.rec_id_report
+        return codes, rec_ids
 
     # -- Graph RQ-VAE (Sec. 4.2.1) -----------------------------------------------------------
     def graph_forward(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -477,7 +463,7 @@ class MMGRec(GeneralRecommender):
     def _token_log_probs(self, user, history, item) -> torch.Tensor:
         """Teacher-forced ``log p(c_l | c_<l, items)`` of each Rec-ID token, ``[B, M]``."""
         memory, padding = self._encode(user, history)
-        target = self.rec_ids[item].clamp_min(0)  # [B, M]
+        target = self.item_codes[item].clamp_min(0)  # [B, M]
         out = self.decoder(self._decoder_inputs(target), memory, padding)  # [B, M, D]
         return torch.stack(
             [
@@ -505,16 +491,7 @@ class MMGRec(GeneralRecommender):
         user, item = interaction[self.USER_ID], interaction[self.ITEM_ID]
         return self._token_log_probs(user, self.eval_history[user], item).sum(1)
 
-    def _reset_trie(self) -> None:
-        self._trie = None
-
-    def trie(self) -> SemanticIdTrie:
-        """The trie of the current Rec-IDs (built on first use after every change)."""
-        if self._trie is None:
-            self._trie = SemanticIdTrie(self.rec_ids, vocab_sizes=self.vocab_sizes)
-        return self._trie
-
-    def _step(self, tokens: torch.Tensor, cache: dict):
+    def _search_step(self, tokens: torch.Tensor, cache: dict):
         """One decoding step for beam search: ``[B', l]`` tokens -> ``[B', V_l]`` log-probs."""
         level = tokens.shape[1]
         if level == 0:
@@ -523,6 +500,9 @@ class MMGRec(GeneralRecommender):
             x = self.token_embeddings[level - 1](tokens[:, -1]).unsqueeze(1)
         out, cache = self.decoder.step(x, cache)  # [B', 1, D], cached keys/values
         return torch.log_softmax(self.heads[level](out[:, 0]), dim=-1), cache
+
+    def _search_reorder(self, cache: dict, index: torch.Tensor) -> dict:
+        return self.decoder.reorder(cache, index)
 
     def prepare_evaluation(self, eval_data) -> None:
         """Exclude from generation what RecBole masks when it evaluates on ``eval_data``.
@@ -540,6 +520,9 @@ class MMGRec(GeneralRecommender):
     def _masked(self, user: torch.Tensor) -> torch.Tensor:
         """bool ``[B, n_items]``: the items RecBole masks for these users."""
         return history_mask(self.ranking_history[user], n_items=self.n_items)
+
+    def _ranking_mask(self, interaction) -> torch.Tensor:
+        return self._masked(interaction[self.USER_ID])
 
     def generate(
         self,
@@ -562,30 +545,33 @@ class MMGRec(GeneralRecommender):
         excluded = masked if self.exclude_history else None
         if not self.exclude_history:
             beam += int(masked.sum(1).max())
-        return constrained_beam_search(
-            self._step,
-            self.trie(),
+        return self.constrained_search(
+            self.decoder.start(memory, padding),
             batch_size=user.shape[0],
             beam_size=beam,
             excluded=excluded,
-            state=self.decoder.start(memory, padding),
-            reorder=self.decoder.reorder,
             device=memory.device,
         )
 
-    def full_sort_predict(self, interaction):
-        user = interaction[self.USER_ID]
-        masked = self._masked(user)
-        items, scores = self.generate(user, masked=masked)
-        # [B, n_items]; refuses rows whose top-K would reach unscored items
-        return ranking_scores(items, scores, n_items=self.n_items, k=self.max_topk, masked=masked)
+    def _generate(self, interaction, masked: torch.Tensor):
+        return self.generate(interaction[self.USER_ID], masked=masked)
 
-    def _digit_rec_ids(self) -> torch.Tensor:
-        """Placeholder Rec-IDs before the tokenizer runs: base-L digits of the item id."""
-        item = torch.arange(self.n_items) - 1
-        digits = [
-            (item // self.codebook_size**p) % self.codebook_size for p in range(self.n_levels)
-        ]
-        codes = torch.stack(digits[::-1], dim=1)
-        codes[0] = -1
-        return append_collision_index(codes)
+    # -- names before the semantic-id base (deprecated, removed in the next release) -------------
+    @property
+    def rec_ids(self) -> torch.Tensor:
+        warn_renamed("MMGRec.rec_ids", "item_codes")
+        return self.item_codes
+
+    @property
+    def rec_ids_assigned(self) -> torch.Tensor:
+        warn_renamed("MMGRec.rec_ids_assigned", "codes_assigned")
+        return self.codes_assigned
+
+    @property
+    def rec_id_report(self) -> dict:
+        warn_renamed("MMGRec.rec_id_report", "code_report (keys 'before', 'after')")
+        return _legacy_report(self.code_report)
+
+    def assign_rec_ids(self) -> dict:
+        warn_renamed("MMGRec.assign_rec_ids()", "assign_codes() (keys 'before', 'after')")
+        return _legacy_report(self.assign_codes())
