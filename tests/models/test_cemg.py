@@ -62,7 +62,7 @@ def test_three_stages_train_and_evaluate(trained):
     assert all(0.0 <= v <= 1.0 for v in result.values())
     for stage in model.stages:
         assert Path(trainer.stage_checkpoint_file(stage)).is_file()
-    report = model.tokenization_report
+    report = model.code_report
     assert report["after"]["collision_rate"] == 0.0
     assert len(report["before"]["usage_per_level"]) == config["rq_levels"]
 
@@ -348,3 +348,38 @@ def test_rqvae_round_trip_reconstructs_items(tiny_root):
         optimizer.step()
     after = round_trip_error()
     assert after < 0.5 * before, (before, after)
+
+
+def test_a_resumed_generator_keeps_its_codes_until_the_tokenizer_trains_again(tiny_root):
+    config, train, _, _ = _setup(tiny_root)
+    model = _model(config, train)
+    for stage in model.stages:
+        model.set_stage(stage)
+        model.prepare_stage(stage, train)
+    assigned = model.item_codes.clone()
+    assert bool(model.codes_assigned)
+    with torch.no_grad():  # as a generator checkpoint would hold them
+        model.item_codes[1:] = assigned[1:].flip(0)
+    model.prepare_stage("generator", train)
+    assert torch.equal(model.item_codes[1:], assigned[1:].flip(0))
+    model.set_stage("tokenizer")
+    assert not bool(model.codes_assigned)
+    model.set_stage("generator")
+    model.prepare_stage("generator", train)
+    assert torch.equal(model.item_codes, assigned)
+
+
+def test_checkpoints_written_before_the_codes_flag_load(trained):
+    config, model, _, (train, _, test), _ = trained
+    state = {k: v for k, v in model.state_dict().items() if k != "codes_assigned"}
+    other = _model(config, train, seed=3)
+    other.load_state_dict(state)  # strict
+    assert torch.equal(other.item_codes, model.item_codes) and not bool(other.codes_assigned)
+    interaction = next(iter(test))[0]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            other.eval().full_sort_predict(interaction),
+            model.eval().full_sort_predict(interaction),
+        )
+    with pytest.warns(DeprecationWarning, match="use code_report"):
+        assert other.tokenization_report is other.code_report

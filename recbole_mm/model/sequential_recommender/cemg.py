@@ -7,7 +7,11 @@ Reference:
 Three stages, run in order by :class:`recbole_mm.trainer.multistage.MultiStageTrainer`:
 ``collab`` (LightGCN item embeddings and the fusion weights), ``tokenizer`` (RQ-VAE on the
 fused item vectors) and ``generator`` (T5 on history prompts, validated with RecBole's
-full-ranking evaluator through trie-constrained beam search).
+full-ranking evaluator through trie-constrained beam search). The item codes, the trie, the
+search call and ``full_sort_predict`` are those of
+:class:`recbole_mm.model.generative.SemanticIdRecommender`; this file holds the tokenizer, the
+collision policy (``_tokenize_items``) and the generator. A resumed generator keeps its codes;
+setting the collab or tokenizer stage again clears them.
 
 Deviations:
     - Fusion weights (W_q, W_k of Eq. 2; the paper does not say how they are trained) are learnt
@@ -42,7 +46,6 @@ Deviations:
 from __future__ import annotations
 
 import math
-from logging import getLogger
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +54,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_mm.data.dataset import MultimodalSequentialDataset, training_pairs
+from recbole_mm.model.generative import SemanticIdRecommender, placeholder_codes, warn_renamed
 from recbole_mm.model.layers.fusion import CollaborativeGuidedFusion
 from recbole_mm.model.layers.graph import LightGCNPropagation, normalized_adjacency
 from recbole_mm.model.layers.pca import PCA
@@ -58,10 +62,8 @@ from recbole_mm.model.layers.quantizer import (
     CodeSpaceFull,
     ResidualQuantizer,
     append_collision_index,
-    collision_report,
     reassign_last_level,
 )
-from recbole_mm.model.layers.semantic_ids import SemanticIdTrie, ranking_scores
 from recbole_mm.model.layers.t5_generator import CodeGenerator
 
 ROLES = ("visual", "textual")
@@ -112,7 +114,7 @@ class CEMGDataset(MultimodalSequentialDataset):
         super().__init__(config)
 
 
-class CEMG(SequentialRecommender):
+class CEMG(SemanticIdRecommender, SequentialRecommender):
     input_type = InputType.POINTWISE
     stages = ("collab", "tokenizer", "generator")
     dataset_class = CEMGDataset
@@ -184,15 +186,12 @@ class CEMG(SequentialRecommender):
             checkpoint=config["t5_checkpoint"],
             max_prompt_tokens=self.history_length * code_levels,
         )
-        # Item codes, saved with the model; until the tokenizer stage assigns them, each item's
-        # id written in base K (unique and valid, so the generator runs from the start).
-        ids = torch.arange(self.n_items)[:, None]
-        powers = self.codebook_size ** torch.arange(code_levels - 1, -1, -1)
-        placeholder = (ids // powers) % self.codebook_size
-        placeholder[0] = -1
-        self.register_buffer("item_codes", placeholder)  # [n_items, L]
+        # Item codes [n_items, L], saved with the model; until the tokenizer stage assigns them,
+        # each item's id written in base K (unique and valid, so the generator runs from the start).
+        self.init_item_codes(
+            placeholder_codes(self.n_items, codebook_size=self.codebook_size, n_levels=code_levels)
+        )
         self.register_buffer("tokenizer_input", torch.zeros(0), persistent=False)
-        self._trie = None
         self.stage = self.stages[-1]
 
         # parameters initialization
@@ -249,6 +248,8 @@ class CEMG(SequentialRecommender):
         if stage not in self.stages:
             raise ValueError(f"CEMG: unknown stage {stage!r}; stages are {self.stages}.")
         self.stage = stage
+        if stage != "generator":
+            self.codes_assigned.fill_(False)  # a (re)trained tokenizer needs new codes
         trainable = {
             "collab": (self.user_embedding, self.item_embedding, self.fusion),
             "tokenizer": (self.rq_encoder, self.quantizer, self.rq_decoder),
@@ -265,8 +266,8 @@ class CEMG(SequentialRecommender):
             if not bool(self.quantizer.initialised):  # k-means on every item, not one batch
                 with torch.no_grad():
                     self.quantizer.train()(self.rq_encoder(self.tokenizer_input[1:]))
-        elif stage == "generator":
-            self.assign_codes()
+        elif stage == "generator":  # a resumed generator keeps its codes
+            self.ensure_codes()
 
     # -- Sec. 3.2: collaborative embedding and fusion -----------------------------------------
     def _propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -321,44 +322,37 @@ class CEMG(SequentialRecommender):
         return recon + quant_loss + self.lambda_d * div  # Eq. 4
 
     @torch.no_grad()
-    def assign_codes(self) -> dict:
-        """Tokenise every item with the trained RQ-VAE, resolve collisions, log the report."""
+    def _tokenize_items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """RQ-VAE codes of every item and the codes after ``collision_policy``, row 0 = -1."""
         x = self._fused_items()[1:] if self.tokenizer_input.numel() == 0 else None
         x = self.tokenizer_input[1:] if x is None else x
         z = self.rq_encoder(x)
         codes = self.quantizer.encode(z)  # [n_items - 1, M]
-        before = collision_report(codes, codebook_size=self.codebook_size)
         order = self.item_popularity[1:]
         if self.collision_policy == "append":
-            codes = append_collision_index(codes, order=order)
-            if int(codes[:, -1].max()) >= self.codebook_size:
+            unique = append_collision_index(codes, order=order)
+            if int(unique[:, -1].max()) >= self.codebook_size:
                 raise ValueError(
-                    f"collision_policy = 'append': {int(codes[:, -1].max()) + 1} items share "
+                    f"collision_policy = 'append': {int(unique[:, -1].max()) + 1} items share "
                     f"one code tuple, more than rq_codebook_size = {self.codebook_size}."
                 )
         else:
             residuals = self.quantizer.residuals(z)
             try:
-                codes = reassign_last_level(codes, residuals, self.quantizer.codebooks, order)
+                unique = reassign_last_level(codes, residuals, self.quantizer.codebooks, order)
             except CodeSpaceFull as error:
                 raise CodeSpaceFull(
                     f"collision_policy = 'reassign': {error} Set collision_policy: append or a "
                     f"larger rq_codebook_size (now {self.codebook_size})."
                 ) from error
-        self.item_codes[1:] = codes
-        self._trie = None
-        report = {"before": before, "after": collision_report(self.item_codes[1:])}
-        getLogger().info(f"CEMG item codes: {report}")
-        self.tokenization_report = report
-        return report
+        return _with_padding_row(codes), _with_padding_row(unique)
+
+    @property
+    def tokenization_report(self) -> dict:
+        warn_renamed("CEMG.tokenization_report", "code_report")
+        return self.code_report
 
     # -- Sec. 3.4: generation -----------------------------------------------------------------
-    @property
-    def trie(self):
-        if self._trie is None:
-            self._trie = SemanticIdTrie(self.item_codes, vocab_sizes=self.vocab_sizes)
-        return self._trie
-
     def _prompt(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
         """Code tokens of the last ``history_length`` items, oldest first ``[B, h*L]``."""
         seq, length = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
@@ -388,29 +382,35 @@ class CEMG(SequentialRecommender):
         target = self._target(interaction[self.ITEM_ID])
         return self.generator.log_likelihood(prompt, mask, target)
 
-    def full_sort_predict(self, interaction):
-        """Beam scores scattered into a ``-inf`` matrix ``[B, n_items]``.
+    def _search_step(self, tokens, state):
+        return self.generator.search_step(tokens, state)
 
-        RecBole masks no item for a sequential model, so every row must hold ``max(topk)``
-        generated items (or every item); ``ranking_scores`` refuses a shorter row.
+    def _generate(self, interaction, masked):
+        """Eq. 6 beams ``[B, beam]``, ``generation_batch_size`` prompts at a time.
+
+        RecBole masks no item for a sequential model (``masked`` is ``None``), so every row must
+        hold ``max(topk)`` generated items (or every item) for ``full_sort_predict``.
         """
         prompt, mask = self._prompt(interaction)
-        chunks = []
+        items, scores = [], []
         for lo in range(0, prompt.shape[0], self.generation_batch_size):
             hi = lo + self.generation_batch_size
-            items, scores = self.generator.generate(
-                prompt[lo:hi],
-                mask[lo:hi],
-                trie=self.trie,
-                beam_size=self.beam_size,
-                backend=self.generation_backend,
-            )
-            chunks.append(ranking_scores(items, scores, n_items=self.n_items, k=self.max_topk))
-        return torch.cat(chunks)
+            chunk, chunk_mask = prompt[lo:hi], mask[lo:hi]
+            if self.generation_backend == "shared":
+                state = self.generator.search_state(chunk, chunk_mask)
+                found = self.constrained_search(state, batch_size=len(chunk), device=chunk.device)
+            else:  # transformers' generate with the trie as a logits processor
+                found = self.generator.generate(
+                    chunk, chunk_mask, trie=self.trie, beam_size=self.beam_size, backend="hf"
+                )
+            items.append(found[0])
+            scores.append(found[1])
+        return torch.cat(items), torch.cat(scores)
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._trie = None  # item codes may have changed
+
+def _with_padding_row(codes: torch.Tensor) -> torch.Tensor:
+    """``[n_items - 1, L]`` codes of the real items -> ``[n_items, L]`` with row 0 = -1."""
+    return torch.cat([codes.new_full((1, codes.shape[1]), -1), codes])
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
