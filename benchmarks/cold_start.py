@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -36,7 +35,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     topk = tuple(int(k) for k in args.topk.split(","))
     buckets = tuple(int(b) for b in args.buckets.split(",") if b)
-    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv
 
     from recbole_mm.evaluation import evaluate_cold_start
     from recbole_mm.quick_start import load_data_and_model

@@ -60,7 +60,7 @@ class ContentProbe(GeneralRecommender):
 
 
 def probe(dataset: str, config_dict: dict) -> list[dict]:
-    config, data, train, valid, test = prepare("VBPR", dataset, None, config_dict)
+    config, data, train, valid, test = prepare("VBPR", dataset, None, config_dict, overrides={})
     names = list(data.modalities)
     blocks = {m: standardize_block(data.modality_features(m)) for m in names}
     variants = {"popularity": None, **blocks}

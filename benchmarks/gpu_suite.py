@@ -483,15 +483,17 @@ def environment_worker(path: str) -> None:
 
 
 def script_worker(peak_path: str, script: str, script_args: list[str]) -> int:
-    """Run a benchmarks/ script as ``__main__``, then record this process's peak GPU memory."""
+    """Call a benchmarks/ script's ``main(script_args)``, then record this process's peak GPU
+    memory. The exit status is what ``main`` returns when that is a number, else 0."""
     import runpy
 
     import torch
 
-    sys.argv = [script, *script_args]
     code = 0
     try:
-        runpy.run_path(script, run_name="__main__")
+        # Not run as __main__: the script's own `main()` call, which reads sys.argv, stays out.
+        returned = runpy.run_path(script, run_name="gpu_suite_script")["main"](script_args)
+        code = returned if isinstance(returned, int) else 0
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else None

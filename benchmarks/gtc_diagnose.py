@@ -62,6 +62,7 @@ def main(argv=None) -> None:
                 "checkpoint_dir": checkpoints,
                 **settings,
             },
+            overrides={},
         )
         model, trainer = build(config, train)
         started = time.perf_counter()

@@ -364,7 +364,7 @@ def _recbole_yaml(model):
     return Path(recbole.__file__).parent / "properties" / "model" / f"{model}.yaml"
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -379,7 +379,7 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--override", type=json.loads, default={}, help="JSON dict of GTC keys")
     parser.add_argument("--out", default=str(ROOT / "benchmark_results" / "gtc_scale"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     device = torch.device(args.device)
     SIZE.update({k: max(int(v * args.scale), 64) for k, v in SPORTS.items()})
     result = {

@@ -59,6 +59,7 @@ def main(argv=None) -> None:
         args.dataset,
         None,
         {"seed": args.seed, "show_progress": False, "state": "WARNING", **extra, **settings},
+        overrides={},
     )
     model, trainer = build(config, train)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])

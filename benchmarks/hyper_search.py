@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 DEFAULT_GRIDS = {
@@ -32,10 +31,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--cpus_per_trial", type=float, default=1)
     parser.add_argument("--out", default="benchmark_results/hyper_search")
     args, rest = parser.parse_known_args(argv)
-    from recbole_mm.hyper import hyperopt_search, parse_overrides, ray_search
+    from recbole_mm.config import parse_overrides
+    from recbole_mm.hyper import hyperopt_search, ray_search
 
     overrides = parse_overrides(rest)
-    sys.argv = sys.argv[:1]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     params_file = args.params_file

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -19,7 +18,9 @@ import torch
 def _run(model, dataset, config_dict, stop_after=None):
     from recbole_mm.quick_start import build, prepare
 
-    config, _, train_data, valid_data, test_data = prepare(model, dataset, None, config_dict)
+    config, _, train_data, valid_data, test_data = prepare(
+        model, dataset, None, config_dict, overrides={}
+    )
     net, trainer = build(config, train_data)
     if stop_after is not None:
         calls, loss = {"n": 0}, net.calculate_loss
@@ -49,10 +50,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--stop_after", type=int, default=2)
     parser.add_argument("--out", default="benchmark_results/resume_check")
     args, rest = parser.parse_known_args(argv)
-    from recbole_mm.hyper import parse_overrides
+    from recbole_mm.config import parse_overrides
 
     settings = {**parse_overrides(rest), "epochs": args.epochs, "show_progress": False}
-    sys.argv = sys.argv[:1]
     out = Path(args.out).resolve()
     full = _run(args.model, args.dataset, {**settings, "checkpoint_dir": str(out / "full")})
     part = {**settings, "checkpoint_dir": str(out / "resumed")}

@@ -92,14 +92,15 @@ def mixes_sequential(types: dict[str, str]) -> bool:
 
 
 def _eval_args_given(
-    config_file_list: Sequence[str] | None, config_dict: dict | None, overrides: Sequence[str]
+    config_file_list: Sequence[str] | None, config_dict: dict | None, overrides: dict
 ) -> bool:
-    """Whether the user sets ``eval_args`` in a config file, the config dict or an override."""
+    """Whether the user sets ``eval_args`` in a config file, the config dict or an override
+    (``overrides`` as :func:`recbole_mm.config.parse_overrides` returns them)."""
     import yaml
 
     if config_dict and "eval_args" in config_dict:
         return True
-    if any(arg.startswith("--eval_args=") for arg in overrides):
+    if "eval_args" in overrides:
         return True
     for file in config_file_list or ():
         try:
@@ -274,28 +275,25 @@ def measure_run(
         seed: RecBole's ``seed`` (split shuffling, initialisation, sampling).
         config_file_list: YAML files, lowest precedence of the user's settings.
         config_dict: configuration applied over the files.
-        overrides: ``--key=value`` strings, read by RecBole as its command line (highest
-            precedence).
+        overrides: ``--key=value`` (or ``--key value``) strings, the command line's layer
+            (highest precedence), parsed by :func:`recbole_mm.config.parse_overrides`.
 
     Returns:
         A JSON-serialisable dict; docs/benchmark.md describes its keys.
     """
     import torch
 
+    from recbole_mm.config import parse_overrides
     from recbole_mm.quick_start import build, prepare
 
     started = time.perf_counter()
-    argv = sys.argv
-    sys.argv = [argv[0], *overrides]  # RecBole's Config reads overrides from sys.argv
-    try:
-        config, _, train_data, valid_data, test_data = prepare(
-            model,
-            dataset,
-            list(config_file_list or []) or None,
-            {**(config_dict or {}), "seed": seed},
-        )
-    finally:
-        sys.argv = argv
+    config, _, train_data, valid_data, test_data = prepare(
+        model,
+        dataset,
+        list(config_file_list or []) or None,
+        {**(config_dict or {}), "seed": seed},
+        overrides=parse_overrides(overrides),
+    )
     data_s = time.perf_counter() - started
     device = torch.device(config["device"])
     on_gpu = device.type == "cuda"
@@ -674,15 +672,15 @@ def plot_valid_curves(runs: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _check_overrides(overrides: Sequence[str], config_dict: dict | None) -> None:
-    for arg in overrides:
-        # RecBole's own rule (Config._load_cmd_line); it would only warn and drop the argument.
-        if not arg.startswith("--") or len(arg[2:].split("=")) != 2:
-            raise ValueError(f"override {arg!r} is not of the form --key=value")
-    given = {arg[2:].split("=")[0] for arg in overrides} | set(config_dict or {})
+def _check_overrides(overrides: Sequence[str], config_dict: dict | None) -> dict:
+    """The overrides as settings; raises ValueError for a malformed one or a reserved key."""
+    from recbole_mm.config import parse_overrides
+
+    settings = parse_overrides(overrides)
     for key, option in RESERVED_KEYS.items():
-        if key in given:
+        if key in settings or key in (config_dict or {}):
             raise ValueError(f"'{key}' is set per run by the benchmark: use {option} instead")
+    return settings
 
 
 def run_benchmark(
@@ -736,10 +734,10 @@ def run_benchmark(
         raise ValueError(f"a model is listed twice: {models}")
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct and not empty: {seeds}")
-    _check_overrides(overrides, config_dict)
+    settings = _check_overrides(overrides, config_dict)
     types = model_types(models)
     config_files = [str(Path(f).resolve()) for f in config_file_list or []]
-    given = _eval_args_given(config_files, config_dict, overrides)
+    given = _eval_args_given(config_files, config_dict, settings)
     resolved, eval_args = resolve_protocol(types, protocol, eval_args_given=given)
 
     out = Path(out) if out is not None else Path("benchmark_results") / dataset

@@ -1,7 +1,7 @@
 """``run_recbole_mm.py``: train and evaluate one model on one dataset, RecBole-style.
 
 Any other ``--key=value`` (or ``--key value``) argument overrides a configuration key, as with
-RecBole's ``run_recbole.py`` (RecBole reads them from the command line itself). Errors in the
+RecBole's ``run_recbole.py``; they are parsed here, once, and handed to the Config. Errors in the
 user's input (settings, files, checkpoints: ``ValueError`` and ``FileNotFoundError`` with a
 message that names the problem) end the run with that message alone; set
 ``RECBOLE_MM_TRACEBACK=1`` to see the traceback as well.
@@ -53,22 +53,21 @@ def main(argv: list[str] | None = None) -> dict:
         get_model(args.model)
     except UnknownModelError as err:
         parser.error(str(err))
-    from recbole_mm.config import ConfigError, normalize_overrides
+    from recbole_mm.config import ConfigError, parse_overrides
     from recbole_mm.quick_start import run_recbole_mm
 
     try:
-        overrides = normalize_overrides(overrides)
+        overrides = parse_overrides(overrides)
     except ConfigError as err:
         parser.error(str(err))
     config_files = args.config_files.split() if args.config_files else None
-    # RecBole's Config reads --key=value overrides from sys.argv itself: leave it only those.
-    sys.argv = [sys.argv[0], *overrides]
     with user_errors(parser.prog):
         return run_recbole_mm(
             model=args.model,
             dataset=args.dataset,
             config_file_list=config_files,
             saved=args.saved.lower() not in {"false", "0", "no"},
+            overrides=overrides,
         )
 
 

@@ -4,6 +4,9 @@ Precedence, lowest first (RecBole's own rule, with our files inside the "interna
 RecBole's internal properties (overall, model, dataset, model-type quick-start files) <
 recbole_mm's ``properties/overall.yaml`` < ``properties/model/<Model>.yaml`` <
 ``properties/dataset/<dataset>.yaml`` < config files < config dict < command line.
+
+The command line reaches a ``Config`` only as its ``overrides`` argument, parsed once by
+:func:`parse_overrides`: this Config does not read ``sys.argv`` when it is given them.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import difflib
 import functools
 import logging
 import re
+import warnings
+from collections.abc import Mapping, Sequence
 from numbers import Real
 from pathlib import Path
 
@@ -98,7 +103,7 @@ def warn_unknown_keys(keys, source: str) -> list[str]:
     return unknown
 
 
-def normalize_overrides(args: list[str]) -> list[str]:
+def normalize_overrides(args: Sequence[str]) -> list[str]:
     """Command-line overrides as ``--key=value``; ``--key value`` is accepted too.
 
     Raises:
@@ -127,6 +132,34 @@ def normalize_overrides(args: list[str]) -> list[str]:
             )
         i += 1
     return normalized
+
+
+def parse_overrides(args: Sequence[str]) -> dict:
+    """Command-line overrides (``--key=value`` or ``--key value``) as settings, typed as RecBole
+    types its command line: a Python literal or expression where the text is one (``10``,
+    ``1e-3``, ``[10, 20]``, ``None``), ``true``/``false`` in any case as booleans, else the
+    text.
+
+    Raises:
+        ConfigError: an argument that is not a setting, a value holding ``=`` (RecBole would
+            drop the argument), or one key given two values.
+    """
+    settings = {}
+    for arg in normalize_overrides(args):
+        parts = arg[2:].split("=")
+        if len(parts) != 2:
+            raise ConfigError(
+                f"Argument '{arg}' holds more than one '=': write one setting per argument as "
+                f"--key=value (e.g. --epochs=10)."
+            )
+        key, text = parts
+        if key in settings and settings[key] != text:
+            raise ConfigError(
+                f"--{key} is given twice, as {settings[key]!r} and {text!r}: keep one."
+            )
+        settings[key] = text
+    # RecBole's own conversion (it types config_dict values the same way); it reads no state.
+    return RecBoleConfig._convert_config_dict(None, settings)
 
 
 def _whole(minimum: int):
@@ -176,7 +209,41 @@ VALUE_CHECKS = {
 
 
 class Config(RecBoleConfig):
-    """Drop-in replacement for :class:`recbole.config.Config` that knows recbole_mm."""
+    """Drop-in replacement for :class:`recbole.config.Config` that knows recbole_mm.
+
+    Args:
+        model, dataset, config_file_list, config_dict: as RecBole's ``Config``.
+        overrides: the command line's settings, as :func:`parse_overrides` returns them
+            (highest precedence). Without them the Config reads ``sys.argv`` as RecBole's does,
+            with a ``FutureWarning`` when it finds settings there: recbole_mm 0.2 stops.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        dataset=None,
+        config_file_list=None,
+        config_dict=None,
+        *,
+        overrides: Mapping | None = None,
+    ):
+        self._overrides = None if overrides is None else dict(overrides)
+        super().__init__(model, dataset, config_file_list, config_dict)
+
+    def _load_cmd_line(self):
+        if self._overrides is not None:
+            return dict(self._overrides)
+        settings = super()._load_cmd_line()
+        if settings:
+            read = " ".join(f"--{key}" for key in settings)
+            warnings.warn(
+                f"Config read {read} from sys.argv, as RecBole's Config does; recbole_mm 0.2 "
+                f"will not. Pass the settings as Config(..., overrides=recbole_mm.config."
+                f"parse_overrides(sys.argv[1:])), or run_recbole_mm(..., overrides=...).",
+                FutureWarning,
+                stacklevel=4,  # the code that built the Config
+            )
+        return settings
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:

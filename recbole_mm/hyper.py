@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -209,7 +210,8 @@ def run_trial(params: dict, fixed: dict, config_files: list[str] | None, trial_d
     trial_dir.mkdir(parents=True, exist_ok=True)
     config_dict = {**fixed, **params, "checkpoint_dir": str(trial_dir)}
     start = time.perf_counter()
-    result = objective_function(config_dict, config_files, saved=True)
+    # The search's own settings only: this process's sys.argv is not the trial's.
+    result = objective_function(config_dict, config_files, saved=True, overrides={})
     seconds = time.perf_counter() - start
     checkpoint = result.get("checkpoint")
     if checkpoint:  # a finished trial needs no resume file
@@ -292,7 +294,11 @@ def _driver_config(model, dataset, config_files, fixed):
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
         config = Config(
-            model=model, dataset=dataset, config_file_list=config_files, config_dict=dict(fixed)
+            model=model,
+            dataset=dataset,
+            config_file_list=config_files,
+            config_dict=dict(fixed),
+            overrides={},
         )
     finally:
         if visible is None:
@@ -412,8 +418,6 @@ def _ray_trial(params, *, fixed, config_files, folder):
     import ray
     from ray.air import session
 
-    # RecBole's Config reads --key=value from sys.argv; a Ray worker's argv holds Ray's own.
-    sys.argv = sys.argv[:1]
     gpus = ray.get_gpu_ids()
     fixed = {**fixed, "gpu_id": ",".join(str(g) for g in gpus), "use_gpu": bool(gpus)}
     trial = run_trial(dict(params), fixed, config_files, Path(folder, session.get_trial_id()))
@@ -566,21 +570,15 @@ def ray_search(
 
 # -- command line ----------------------------------------------------------------------------
 def parse_overrides(args: list[str]) -> dict:
-    """``--key=value`` (or ``--key value``) arguments as a dict; values read as Python/YAML
-    literals when they are."""
-    import yaml
+    """Deprecated: use :func:`recbole_mm.config.parse_overrides` (removed in recbole_mm 0.2)."""
+    from recbole_mm import config
 
-    from recbole_mm.config import normalize_overrides
-
-    overrides = {}
-    for arg in normalize_overrides(args):
-        key, text = arg[2:].split("=", 1)
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = yaml.safe_load(text) if text.lower() in {"true", "false", "none"} else text
-        overrides[key] = value
-    return overrides
+    warnings.warn(
+        "recbole_mm.hyper.parse_overrides is deprecated: use recbole_mm.config.parse_overrides",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return config.parse_overrides(args)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -614,6 +612,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> SearchResult:
     from recbole_mm.cli import user_errors
+    from recbole_mm.config import parse_overrides
 
     argv = sys.argv[1:] if argv is None else argv
     parser = _parser()
@@ -622,9 +621,8 @@ def main(argv: list[str] | None = None) -> SearchResult:
         overrides = parse_overrides(rest)
     except ValueError as err:
         parser.error(str(err))
-    # Fixed keys travel in config_dict (below the searched values), not through sys.argv,
-    # where RecBole's Config would let them override the searched ones.
-    sys.argv = sys.argv[:1]
+    # Fixed keys travel in config_dict, below the searched values (as overrides, the command
+    # line's layer, they would override the searched ones).
     files = args.config_files.split() if args.config_files else None
     common = dict(
         params_file=args.params_file,

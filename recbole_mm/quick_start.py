@@ -27,10 +27,12 @@ from recbole_mm.trainer.checkpoint import (
 from recbole_mm.utils import create_dataset, data_preparation, get_model, get_trainer
 
 
-def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
+def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, *, overrides=None):
     """Config, dataset and the three dataloaders of one run (seeded, logger initialised).
 
-    With ``local_rank`` in ``config_dict`` the process joins a DDP group (gloo on CPU).
+    ``overrides`` are the command line's settings (:func:`recbole_mm.config.parse_overrides`;
+    see :class:`recbole_mm.config.Config`). With ``local_rank`` in ``config_dict`` the process
+    joins a DDP group (gloo on CPU).
     """
     config_dict = dict(config_dict or {})
     local_rank = config_dict.pop("local_rank", None)
@@ -39,6 +41,7 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None):
         dataset=dataset,
         config_file_list=config_file_list,
         config_dict=config_dict,
+        overrides=overrides,
     )
     if local_rank is not None:
         join_process_group(config, local_rank)
@@ -70,9 +73,12 @@ def build(config, train_data):
 
 
 def run_recbole_mm(
-    model=None, dataset=None, config_file_list=None, config_dict=None, saved=True
+    model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, *, overrides=None
 ) -> dict:
     """Train ``model`` on ``dataset``, select on validation, evaluate on test.
+
+    ``overrides``: the command line's settings, above ``config_dict``
+    (:func:`recbole_mm.config.parse_overrides`; see :class:`recbole_mm.config.Config`).
 
     Returns:
         ``{"best_valid_score", "valid_score_bigger", "best_valid_result", "test_result"}``
@@ -82,7 +88,7 @@ def run_recbole_mm(
         (see :func:`run`) and returns rank 0's result.
     """
     if "local_rank" not in (config_dict or {}):
-        settings = Config(model, dataset, config_file_list, config_dict)
+        settings = Config(model, dataset, config_file_list, config_dict, overrides=overrides)
         if (settings["nproc"] or 1) > 1 or (settings["world_size"] or -1) > 0:
             return run(
                 model,
@@ -95,9 +101,10 @@ def run_recbole_mm(
                 ip=settings["ip"] or "localhost",
                 port=str(settings["port"] or "5678"),
                 group_offset=settings["offset"] or 0,
+                overrides=overrides,
             )
     config, _, train_data, valid_data, test_data = prepare(
-        model, dataset, config_file_list, config_dict
+        model, dataset, config_file_list, config_dict, overrides=overrides
     )
     _, trainer = build(config, train_data)
     best_valid_score, best_valid_result = trainer.fit(
@@ -132,16 +139,21 @@ def run(
     ip="localhost",
     port="5678",
     group_offset=0,
+    *,
+    overrides=None,
 ):
     """``recbole.quick_start.run`` for recbole_mm: one process, or ``nproc`` DDP processes.
 
     Each of the ``nproc`` processes on this machine is one rank (``group_offset`` + its local
     rank) of ``world_size`` (default ``nproc``) ranks that meet at ``ip:port``; on CPU they
     talk over gloo, on GPUs over NCCL (``gpu_id`` lists one GPU per process). Returns rank
-    0's result (None on machines that do not hold rank 0).
+    0's result (None on machines that do not hold rank 0). ``overrides`` as in
+    :func:`run_recbole_mm`.
     """
     if nproc == 1 and world_size <= 0:
-        return run_recbole_mm(model, dataset, config_file_list, config_dict, saved)
+        return run_recbole_mm(
+            model, dataset, config_file_list, config_dict, saved, overrides=overrides
+        )
     import torch.multiprocessing as mp
 
     world_size = nproc if world_size == -1 else world_size
@@ -156,24 +168,34 @@ def run(
     queue = mp.get_context("spawn").SimpleQueue()
     mp.spawn(
         _run_rank,
-        args=(model, dataset, config_file_list, config_dict, saved, queue),
+        args=(model, dataset, config_file_list, config_dict, saved, overrides, queue),
         nprocs=nproc,
         join=True,
     )
     return None if queue.empty() else queue.get()
 
 
-def _run_rank(rank, model, dataset, config_file_list, config_dict, saved, queue):
+def _run_rank(rank, model, dataset, config_file_list, config_dict, saved, overrides, queue):
     result = run_recbole_mm(
-        model, dataset, config_file_list, {**config_dict, "local_rank": rank}, saved
+        model,
+        dataset,
+        config_file_list,
+        {**config_dict, "local_rank": rank},
+        saved,
+        overrides=overrides,
     )
     if rank == 0 and config_dict["offset"] == 0:
         queue.put(result)
 
 
-def objective_function(config_dict=None, config_file_list=None, saved=True) -> dict:
-    """One trial for ``recbole.trainer.HyperTuning``: select on validation, report test beside it."""
-    config = Config(config_dict=config_dict, config_file_list=config_file_list)
+def objective_function(
+    config_dict=None, config_file_list=None, saved=True, *, overrides=None
+) -> dict:
+    """One trial for ``recbole.trainer.HyperTuning``: select on validation, report test beside it.
+
+    ``overrides`` as in :func:`run_recbole_mm`.
+    """
+    config = Config(config_dict=config_dict, config_file_list=config_file_list, overrides=overrides)
     init_seed(config["seed"], config["reproducibility"])
     logger = getLogger()
     for handler in logger.handlers[:]:

@@ -121,8 +121,6 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--topk={args.topk}: give a positive number of items")
     if not Path(args.checkpoint).is_file():
         parser.error(f"--checkpoint={args.checkpoint} is not a file")
-    # RecBole's Config (rebuilt from the checkpoint) reads --key=value from sys.argv.
-    sys.argv = sys.argv[:1]
     try:
         config, model, dataset, _, _, test_data = load_data_and_model(
             args.checkpoint, trusted=args.trusted

@@ -184,6 +184,27 @@ def _check_outputs(out: Path, models: list[str]) -> dict:
     return results
 
 
+def test_overrides_are_parsed_as_on_every_command_line(tmp_path):
+    # The --key value form too: here the reserved key is found in it.
+    with pytest.raises(ValueError, match="'seed' is set per run by the benchmark: use --seeds"):
+        run_benchmark(["BPR"], TINY, overrides=["--seed", "3"], out=tmp_path / "out")
+    with pytest.raises(ValueError, match="holds more than one '='"):
+        run_benchmark(["BPR"], TINY, overrides=["--data_path=a=b"], out=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_takes_its_overrides_and_leaves_sys_argv_alone(tiny_root, run_in_tmp, monkeypatch):
+    stray = ["benchmark", "--epochs=abc"]
+    monkeypatch.setattr(sys, "argv", list(stray))
+    settings = tiny_config(tiny_root, checkpoint_dir=str(run_in_tmp))
+    del settings["modalities"]
+    record = benchmark.measure_run(
+        "BPR", TINY, seed=2020, config_dict=settings, overrides=["--epochs", "2"]
+    )
+    assert sys.argv == stray
+    assert record["epochs"] == 2
+
+
 def test_benchmark_function_mixed_models_share_a_leave_one_out_split(tiny_root, run_in_tmp):
     models = ["BPR", "SASRec", "VBPR"]
     result = run_benchmark(

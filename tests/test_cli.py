@@ -6,7 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from conftest import TINY, tiny_config
+
+from recbole_mm.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "run_recbole_mm.py"
@@ -50,6 +53,24 @@ def test_run_with_overrides_saves_and_reloads(tiny_root, tmp_path):
     log = next((tmp_path / "log" / "VBPR").glob("*.log")).read_text()
     assert "Loading model structure and parameters from" in log  # best checkpoint reloaded
     assert "Modality text: (31, 8)" in log and "Modality image" not in log
+
+
+def test_main_hands_its_arguments_to_the_config_and_leaves_sys_argv_alone(
+    tiny_root, run_in_tmp, monkeypatch
+):
+    stray = ["run_recbole_mm.py", "--learning_rate=0.5"]
+    monkeypatch.setattr(sys, "argv", list(stray))
+    settings = tiny_config(tiny_root, checkpoint_dir=str(run_in_tmp / "saved"))
+    del settings["modalities"]
+    result = main(
+        ["--model=BPR", f"--dataset={TINY}", "--embedding_size", "16"]
+        + [f"--{k}={v}" for k, v in settings.items() if k != "embedding_size"]
+    )
+    assert sys.argv == stray
+    saved = torch.load(result["checkpoint"], weights_only=True)
+    assert saved["config"]["embedding_size"] == 16
+    assert saved["config_overrides"]["embedding_size"] == 16
+    assert "learning_rate" not in saved["config_overrides"]
 
 
 def test_default_run_builds_the_embedded_dataset_and_evaluates(tmp_path):

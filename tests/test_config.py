@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 import yaml
 from conftest import TINY, tiny_config
 
@@ -30,15 +31,35 @@ def test_model_file_is_loaded_and_overridden_in_order(tmp_path, tiny_root, monke
     )
     assert config["reg_weight"] == 0.25  # dict > file
 
-    monkeypatch.setattr(sys, "argv", ["x", "--reg_weight=0.125"])
     config = Config(
         model="VBPR",
         dataset=TINY,
         config_file_list=[str(file)],
         config_dict={**base, "reg_weight": 0.25},
+        overrides={"reg_weight": 0.125},
     )
     assert config["reg_weight"] == 0.125  # command line > dict
     assert config["learning_rate"] == 0.02
+
+
+def test_given_overrides_the_config_reads_nothing_from_sys_argv(tiny_root, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["x", "--reg_weight=0.5", "--epochs=abc"])
+    config = Config(
+        model="VBPR", dataset=TINY, config_dict=tiny_config(tiny_root), overrides={"seed": 7}
+    )
+    assert config.cmd_config_dict == {"seed": 7}
+    assert config["seed"] == 7 and config["epochs"] == 1
+    assert config["reg_weight"] != 0.5
+    assert config._source_of("seed") == "on the command line"
+    empty = Config(model="VBPR", dataset=TINY, config_dict=tiny_config(tiny_root), overrides={})
+    assert empty.cmd_config_dict == {}
+
+
+def test_without_overrides_sys_argv_is_read_as_before_with_a_warning(tiny_root, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["x", "--reg_weight=0.125"])
+    with pytest.warns(FutureWarning, match=r"--reg_weight .*config\.parse_overrides"):
+        config = Config(model="VBPR", dataset=TINY, config_dict=tiny_config(tiny_root))
+    assert config["reg_weight"] == 0.125
 
 
 def test_recbole_defaults_survive_for_baselines(tiny_root):

@@ -18,17 +18,17 @@ def _free_port() -> str:
 
 
 def test_two_cpu_processes_train_with_gloo(tiny_root, run_in_tmp):
-    # nproc in the settings makes run_recbole_mm launch the ranks through run().
-    config = tiny_config(
-        tiny_root, epochs=2, nproc=2, port=_free_port(), checkpoint_dir=str(run_in_tmp / "saved")
-    )
-    result = run_recbole_mm("VBPR", TINY, config_dict=config)
+    # nproc in the settings (here the command line's) makes run_recbole_mm launch the ranks
+    # through run(), which hands every rank the same settings.
+    config = tiny_config(tiny_root, port=_free_port(), checkpoint_dir=str(run_in_tmp / "saved"))
+    result = run_recbole_mm("VBPR", TINY, config_dict=config, overrides={"nproc": 2, "epochs": 2})
     assert set(result["test_result"]) == {"recall@5", "ndcg@5"}
     assert all(0.0 <= v <= 1.0 for v in result["test_result"].values())
     # Rank 0 wrote the checkpoints for both ranks; they record the distributed run and load
     # without unpickling.
     saved = torch.load(result["checkpoint"], weights_only=True)
     assert saved["config"]["world_size"] == 2 and saved["config"]["single_spec"] is False
+    assert saved["config"]["epochs"] == saved["config_overrides"]["epochs"] == 2
     assert len(list((run_in_tmp / "saved").glob("VBPR-*.pth"))) == 2  # best and -last
 
 

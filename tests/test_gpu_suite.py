@@ -126,3 +126,24 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"  # a zombie has exited; only its parent's reaping is left
+
+
+def test_a_script_step_calls_main_with_its_arguments_and_leaves_sys_argv_alone(
+    tmp_path, monkeypatch
+):
+    suite = _suite()
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import json, sys\n"
+        "def main(argv=None):\n"
+        f"    open({str(tmp_path / 'seen.json')!r}, 'w').write(json.dumps(argv))\n"
+        "    return 3\n"
+        "if __name__ == '__main__':\n"
+        "    raise SystemExit(main(sys.argv[1:]))\n"
+    )
+    monkeypatch.setattr(sys, "argv", ["gpu_suite.py", "--stray"])
+    peak = tmp_path / "peak.json"
+    assert suite.script_worker(str(peak), str(script), ["--device", "cpu"]) == 3
+    assert json.loads((tmp_path / "seen.json").read_text()) == ["--device", "cpu"]
+    assert sys.argv == ["gpu_suite.py", "--stray"]
+    assert json.loads(peak.read_text()) == {"peak_gpu_mb": None}

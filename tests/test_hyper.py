@@ -9,12 +9,12 @@ import pytest
 import torch
 from conftest import TINY, tiny_config
 
+from recbole_mm.config import parse_overrides
 from recbole_mm.hyper import (
     SearchResult,
     Trial,
     hyperopt_search,
     main,
-    parse_overrides,
     ray_search,
     read_space,
     select_best,
@@ -101,14 +101,18 @@ def _check(result, n_trials):
     assert torch.load(best.checkpoint, weights_only=True)["config"]["model"] == result.model
 
 
-def test_exhaustive_search_from_the_command_line(tiny_root, run_in_tmp, tmp_path):
+def test_exhaustive_search_from_the_command_line(tiny_root, run_in_tmp, tmp_path, monkeypatch):
     grid = tmp_path / "grid.hyper"
     grid.write_text("reg_weight choice [0.1,0.0001]\nlearning_rate choice [0.05,0.001]\n")
     overrides = [f"--{k}={v}" for k, v in _fixed(tiny_root).items()]
+    # The process's own command line is neither rewritten nor read by a trial's Config.
+    stray = ["run_hyper.py", "--epochs=abc"]
+    monkeypatch.setattr(sys, "argv", list(stray))
     result = main(
         ["--model=VBPR", f"--dataset={TINY}", f"--params_file={grid}", "--output_dir=out"]
         + overrides
     )
+    assert sys.argv == stray
     _check(result, 4)
     assert sorted((t.params["reg_weight"], t.params["learning_rate"]) for t in result.trials) == [
         (0.0001, 0.001),

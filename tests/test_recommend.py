@@ -41,7 +41,9 @@ def _expected_top(checkpoint, user, k):
 
 
 @pytest.mark.parametrize("model", ["VBPR", "BPR"])
-def test_recommend_prints_the_model_top_items_with_titles(model, titled_root, run_in_tmp):
+def test_recommend_prints_the_model_top_items_with_titles(
+    model, titled_root, run_in_tmp, monkeypatch
+):
     config = tiny_config(titled_root, epochs=1, checkpoint_dir=str(run_in_tmp / model))
     checkpoint = run_recbole_mm(model, TINY, config_dict=config)["checkpoint"]
     expected = _expected_top(checkpoint, "u3", 4)
@@ -65,8 +67,12 @@ def test_recommend_prints_the_model_top_items_with_titles(model, titled_root, ru
         assert [line.split()[2] for line in block] == expected
         assert all(f"Film number {item[1:]}" in line for item, line in zip(expected, block))
     else:
+        # The process's command line is not the run's: neither read nor rewritten.
+        stray = ["recommend", "--embedding_size=3"]
+        monkeypatch.setattr(sys, "argv", list(stray))
         result = main([f"--checkpoint={checkpoint}", "--users=u3", "--topk=4"])
         assert [item for item, _ in result["u3"]] == expected
+        assert sys.argv == stray
 
 
 def test_recommend_json_and_bad_input(titled_root, run_in_tmp, capsys):

@@ -10,22 +10,23 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY, tiny_config
+from recbole.config import Config as RecBoleConfig
 
 from recbole_mm import config as config_module
-from recbole_mm.config import Config, ConfigError, normalize_overrides
-from recbole_mm.hyper import check_space_keys, parse_overrides, read_space
+from recbole_mm import hyper
+from recbole_mm.config import Config, ConfigError, normalize_overrides, parse_overrides
+from recbole_mm.hyper import check_space_keys, read_space
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _config(root, argv=(), monkeypatch=None, files=None, **overrides):
-    if argv:
-        monkeypatch.setattr(sys, "argv", ["x", *argv])
+def _config(root, argv=(), files=None, **settings):
     return Config(
         model="BPR",
         dataset=TINY,
         config_file_list=files,
-        config_dict=tiny_config(root, **overrides),
+        config_dict=tiny_config(root, **settings),
+        overrides=parse_overrides(argv),
     )
 
 
@@ -34,11 +35,9 @@ def fresh_warnings(monkeypatch):
     monkeypatch.setattr(config_module, "_warned", set())
 
 
-def test_unknown_key_warns_with_the_nearest_known_key(
-    tiny_root, monkeypatch, caplog, fresh_warnings
-):
+def test_unknown_key_warns_with_the_nearest_known_key(tiny_root, caplog, fresh_warnings):
     with caplog.at_level(logging.WARNING, logger="recbole_mm.config"):
-        _config(tiny_root, ["--learning_rat=0.01"], monkeypatch)
+        _config(tiny_root, ["--learning_rat=0.01"])
     assert (
         "Unknown setting 'learning_rat' (set on the command line): did you mean "
         "'learning_rate'?" in caplog.text
@@ -64,9 +63,9 @@ def test_unknown_key_warns_with_the_nearest_known_key(
         ("--topk=[10,0]", r"topk=\[10, 0\] .* whole number >= 1 or a list"),
     ],
 )
-def test_bad_values_name_the_key_and_an_example(tiny_root, monkeypatch, argv, message):
+def test_bad_values_name_the_key_and_an_example(tiny_root, argv, message):
     with pytest.raises(ConfigError, match=message):
-        _config(tiny_root, [argv], monkeypatch)
+        _config(tiny_root, [argv])
 
 
 def test_bad_value_in_config_dict_names_its_source(tiny_root):
@@ -103,6 +102,41 @@ def test_overrides_accept_the_space_form():
         normalize_overrides(["--epochs"])
     with pytest.raises(ConfigError, match=r"'1' is not a setting"):
         normalize_overrides(["1"])
+
+
+def test_parse_overrides_types_values_as_recbole_reads_its_command_line(monkeypatch):
+    args = [
+        "--epochs=3",
+        "--learning_rate=1e-3",
+        "--topk=[5,10]",
+        "--use_gpu=FALSE",
+        "--learner=adam",
+        "--neg_sampling=None",
+        "--dataset=none",
+        "--hidden_size=2**3",
+        "--eval_args={'mode': 'full'}",
+    ]
+    monkeypatch.setattr(sys, "argv", ["x", *args])
+    # What RecBole's own Config takes from sys.argv, read by its own method.
+    recbole = RecBoleConfig._load_cmd_line(RecBoleConfig.__new__(RecBoleConfig))
+    parsed = parse_overrides(args)
+    assert parsed == recbole
+    assert {k: type(v) for k, v in parsed.items()} == {k: type(v) for k, v in recbole.items()}
+    assert parsed["hidden_size"] == 8 and parsed["use_gpu"] is False
+    assert parse_overrides(["--epochs", "3", "--learner", "adam"]) == {
+        "epochs": 3,
+        "learner": "adam",
+    }
+    assert parse_overrides(["--seed=3", "--seed", "3"]) == {"seed": 3}
+    with pytest.raises(ConfigError, match=r"'--data_path=a=b' holds more than one '='"):
+        parse_overrides(["--data_path=a=b"])
+    with pytest.raises(ConfigError, match=r"--seed is given twice, as '3' and '4'"):
+        parse_overrides(["--seed=3", "--seed=4"])
+
+
+def test_hyper_parse_overrides_still_works_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match=r"use recbole_mm\.config\.parse_overrides"):
+        assert hyper.parse_overrides(["--epochs", "2"]) == {"epochs": 2}
 
 
 def test_search_space_keys_and_unclosed_lists(tmp_path):

@@ -291,12 +291,14 @@ def load_config(checkpoint: dict):
     The user's settings rebuild it (so RecBole derives device, model type and evaluator type
     for this process); the stored final values then replace whatever the property files
     would give today, except the keys that describe the process (device, ranks, logging).
+    This process's command line is not read: it is not the run's.
     """
     saved = checkpoint["config"]
     config = Config(
         model=saved["model"],
         dataset=saved["dataset"],
         config_dict=dict(checkpoint["config_overrides"]),
+        overrides={},
     )
     for key, value in saved.items():
         if key in RUNTIME_KEYS:
