@@ -31,16 +31,27 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--buckets", default="", help="comma-separated upper bounds of training-user buckets"
     )
+    parser.add_argument(
+        "--labels",
+        default="",
+        help="comma-separated row labels, one per checkpoint (default: the model's name); "
+        "the bucket table pools the checkpoints of one label (mean ± sample std)",
+    )
     parser.add_argument("--out", default="benchmark_results/cold_start.json")
     args = parser.parse_args(argv)
     topk = tuple(int(k) for k in args.topk.split(","))
     buckets = tuple(int(b) for b in args.buckets.split(",") if b)
+    labels = args.labels.split(",") if args.labels else [None] * len(args.checkpoints)
+    if len(labels) != len(args.checkpoints):
+        parser.error(f"--labels has {len(labels)} entries for {len(args.checkpoints)} checkpoints")
+
+    import torch
 
     from recbole_mm.evaluation import evaluate_cold_start
     from recbole_mm.quick_start import load_data_and_model
 
     rows = []
-    for path in args.checkpoints:
+    for path, label in zip(args.checkpoints, labels):
         config, model, _, train, valid, test = load_data_and_model(path)
         start = time.perf_counter()
         report = evaluate_cold_start(
@@ -53,7 +64,12 @@ def main(argv=None) -> int:
         )
         seconds = time.perf_counter() - start
         rows.append(
-            {"model": config["model"], "checkpoint": str(path), "seconds": seconds, **report}
+            {
+                "model": label or config["model"],
+                "checkpoint": str(path),
+                "seconds": seconds,
+                **report,
+            }
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rows, indent=2))
@@ -71,12 +87,19 @@ def main(argv=None) -> int:
     if buckets:
         ranges = [b["range"] for b in rows[0]["buckets"]]
         k = f"hit@{max(topk)}"
-        print(f"\n{k} by training users of the target item (targets per bucket in brackets)\n")
-        print("| model | " + " | ".join(ranges) + " |")
-        print("|---" * (1 + len(ranges)) + "|")
-        for row in rows:
-            cells = " | ".join(f"{b[k]:.4f} ({b['n']})" for b in row["buckets"])
-            print(f"| {row['model']} | {cells} |")
+        print(f"\n{k} by training users of the target item\n")
+        counts = [str(b["n"]) for b in rows[0]["buckets"]]
+        print("| model | runs | " + " | ".join(ranges) + " |")
+        print("|---" * (2 + len(ranges)) + "|")
+        print("| targets (first run) | | " + " | ".join(counts) + " |")
+        for label in dict.fromkeys(row["model"] for row in rows):
+            group = [row for row in rows if row["model"] == label]
+            cells = []
+            for index in range(len(ranges)):
+                values = torch.tensor([row["buckets"][index][k] for row in group])
+                spread = f" ± {values.std():.4f}" if len(values) > 1 else ""
+                cells.append(f"{values.mean():.4f}{spread}")
+            print(f"| {label} | {len(group)} | " + " | ".join(cells) + " |")
     return 0
 
 
