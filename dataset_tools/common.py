@@ -8,6 +8,7 @@ Interactions travel between these functions as a ``pandas.DataFrame`` with the c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import html
 import json
@@ -47,6 +48,18 @@ def require_file(path: str | Path, *, what: str, fix: str) -> Path:
     if not path.is_file():
         raise ConversionError(f"The {what} is missing: {path} does not exist. {fix}")
     return path
+
+
+@contextlib.contextmanager
+def conversion_errors() -> Iterator[None]:
+    """Raise a feature file that ``recbole_mm.data.features`` refuses as a ConversionError,
+    the error the tools' command lines report (with the same message)."""
+    from recbole_mm.data.features import FeatureError
+
+    try:
+        yield
+    except FeatureError as err:
+        raise ConversionError(str(err)) from err
 
 
 def iter_lines(

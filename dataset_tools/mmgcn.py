@@ -37,6 +37,7 @@ import pandas as pd
 from dataset_tools.common import (
     BENCHMARK_PHASES,
     ConversionError,
+    conversion_errors,
     feature_pair,
     finish_benchmark_import,
     require_file,
@@ -126,40 +127,30 @@ def random_split(user_items: dict[int, list[int]], *, seed: int) -> pd.DataFrame
 
 
 def load_feature_matrix(path: str | Path, *, modality: str, n_items: int) -> np.ndarray:
-    """A ``.npy`` or ``.pt`` ``[rows, d]`` matrix covering item ids ``0 .. n_items-1``."""
-    path = require_file(
-        path,
-        what=f"{modality} feature matrix",
-        fix="Pass --features with the files you have, e.g. --features textual=feat_t.pt.",
-    )
-    if path.suffix == ".pt":
-        import torch
+    """A ``.npy`` or ``.pt`` ``[rows, d]`` matrix covering item ids ``0 .. n_items-1``, read and
+    checked by :mod:`recbole_mm.data.features`."""
+    from recbole_mm.data.features import check_feature_matrix, read_feature_matrix
 
-        try:
-            matrix = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for a bad file
-            raise ConversionError(f"{path} is not a torch tensor file: {err}") from err
-        matrix = np.asarray(matrix.numpy() if hasattr(matrix, "numpy") else matrix)
-    else:
-        try:
-            matrix = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise ConversionError(f"{path} is not a plain numpy array file: {err}") from err
-    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
-        raise ConversionError(
-            f"{path} must be a 2-D numeric [items, dim] matrix, got shape {matrix.shape} and "
-            f"dtype {matrix.dtype}."
+    with conversion_errors():
+        matrix = read_feature_matrix(
+            path,
+            modality=modality,
+            missing_fix="Pass --features with the files you have, e.g. --features "
+            "textual=feat_t.pt.",
         )
-    if matrix.shape[0] < n_items:
-        raise ConversionError(
-            f"{path} has {matrix.shape[0]} rows but the dictionary uses item ids up to "
-            f"{n_items - 1} (after the item offset): row i must belong to item i. Check "
-            f"--item-offset, or that the matrix belongs to this dataset."
-        )
-    if not np.isfinite(matrix).all():
-        bad = np.flatnonzero(~np.isfinite(matrix).all(axis=1))
-        raise ConversionError(
-            f"{path} has NaN or infinite values in {len(bad)} rows (items {bad[:5].tolist()})."
+        check_feature_matrix(
+            matrix,
+            source=str(path),
+            modality=modality,
+            rows=n_items,
+            at_least=True,
+            rows_note=(
+                f"the dictionary uses item ids up to {n_items - 1} (after the item offset): row i "
+                f"must belong to item i. Check --item-offset, or that the matrix belongs to this "
+                f"dataset."
+            ),
+            nonfinite_fix="Repair the extraction, or import the other modalities only "
+            "(--features).",
         )
     return matrix.astype(np.float32)
 

@@ -33,6 +33,7 @@ import pandas as pd
 from dataset_tools.common import (
     BENCHMARK_PHASES,
     ConversionError,
+    conversion_errors,
     feature_pair,
     finish_benchmark_import,
     require_file,
@@ -124,32 +125,35 @@ def read_mmrec_inter(path: str | Path) -> pd.DataFrame:
 def load_mmrec_features(
     path: str | Path, *, modality: str, n_items: int, drop_nan_rows: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Load one MMRec feature matrix and check it covers item ids ``0 .. n_items-1``.
+    """Load one MMRec feature matrix and check it covers item ids ``0 .. n_items-1`` (read and
+    checked by :mod:`recbole_mm.data.features`).
 
     Returns:
         ``(row ids kept, float32 [len(row ids), d])``: every row, or with ``drop_nan_rows`` the
         rows without NaN/inf (their items are then filled by ``missing_feature_policy``).
     """
-    path = require_file(
-        path,
-        what=f"{modality} feature matrix",
-        fix="Pass --features with the matrices you have, e.g. --features text=text_feat.npy, "
-        "or put the file in the MMRec folder.",
-    )
-    try:
-        matrix = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        raise ConversionError(f"{path} is not a plain numpy array file: {err}") from err
-    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
-        raise ConversionError(
-            f"{path} must be a 2-D numeric [items, dim] matrix, got shape {matrix.shape} and "
-            f"dtype {matrix.dtype}."
+    from recbole_mm.data.features import check_feature_matrix, read_feature_matrix
+
+    with conversion_errors():
+        matrix = read_feature_matrix(
+            path,
+            modality=modality,
+            missing_fix="Pass --features with the matrices you have, e.g. --features "
+            "text=text_feat.npy, or put the file in the MMRec folder.",
         )
-    if matrix.shape[0] < n_items:
-        raise ConversionError(
-            f"{path} has {matrix.shape[0]} rows but the interactions use item ids up to "
-            f"{n_items - 1}: row i must belong to MMRec item id i. The matrix is of another "
-            f"dataset or truncated."
+        rows = check_feature_matrix(
+            matrix,
+            source=str(path),
+            modality=modality,
+            rows=n_items,
+            at_least=True,
+            rows_note=(
+                f"the interactions use item ids up to {n_items - 1}: row i must belong to MMRec "
+                f"item id i. The matrix is of another dataset or truncated."
+            ),
+            nonfinite_fix="Repair the extraction, or pass --drop-nan-rows to leave those items "
+            "without a row (the dataset's missing_feature_policy then fills them).",
+            drop_nonfinite=drop_nan_rows,
         )
     if matrix.shape[0] > n_items:
         logger.info(
@@ -158,18 +162,10 @@ def load_mmrec_features(
             matrix.shape[0],
             n_items,
         )
-    finite = np.isfinite(matrix).all(axis=1)
-    rows = np.arange(matrix.shape[0])
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        if not drop_nan_rows:
-            raise ConversionError(
-                f"{path} has NaN or infinite values in {len(bad)} rows (item ids "
-                f"{bad[:5].tolist()}). Repair the extraction, or pass --drop-nan-rows to leave "
-                f"those items without a row (the dataset's missing_feature_policy then fills them)."
-            )
-        logger.info("%s: dropped %d rows with NaN or infinite values", path, len(bad))
-        rows = rows[finite]
+    if len(rows) < matrix.shape[0]:
+        logger.info(
+            "%s: dropped %d rows with NaN or infinite values", path, matrix.shape[0] - len(rows)
+        )
     return rows, matrix[rows].astype(np.float32)
 
 

@@ -11,7 +11,10 @@ UTF-8 text with one raw item token per line, line ``i`` naming the item of row `
 need not follow any order and may cover more items (rows of items RecBole filtered out are
 ignored) or fewer (missing items are filled by the ``missing_feature_policy``).
 
-Everything here is free of RecBole so that converters can write and check files without it.
+Everything here is free of RecBole so that converters can write and check files without it:
+:func:`read_feature_matrix` and :func:`check_feature_matrix` are the one reader and checker of
+feature matrices, used by :func:`load_modality` and :func:`save_modality` and by the importers
+of ``dataset_tools``, each call naming its own fix in the messages.
 """
 
 from __future__ import annotations
@@ -84,7 +87,9 @@ def save_modality(
     feature_path, token_path = folder / feature_name, folder / token_name
     features = np.asarray(features, dtype=np.float32)
     tokens = [str(t) for t in tokens]
-    _check_matrix(features, tokens, source=f"{feature_path} / {token_path}", modality=modality)
+    _check_rows_and_tokens(
+        features, tokens, source=f"{feature_path} / {token_path}", modality=modality
+    )
     bad = [t for t in tokens if not t or "\n" in t or t != t.strip()]
     if bad:
         raise FeatureError(f"item tokens {bad[:3]} cannot be written one per line to {token_path}.")
@@ -95,63 +100,155 @@ def save_modality(
 
 def load_modality(spec: ModalitySpec) -> tuple[list[str], np.ndarray]:
     """Read and validate one modality's files; return ``(tokens, float32 matrix)``."""
-    for path, what in ((spec.feature_file, "feature matrix"), (spec.token_file, "item-token list")):
-        if not path.is_file():
-            raise FeatureError(
-                f"The {what} of modality '{spec.name}' is missing: {path} does not exist. Write it "
-                f"with recbole_mm.data.features.save_modality or a dataset_tools converter, or point "
-                f"modalities.{spec.name}.{'feature_file' if what == 'feature matrix' else 'token_file'} "
-                f"at the right file."
-            )
-    features = _read_matrix(spec)
-    tokens = spec.token_file.read_text(encoding="utf-8").splitlines()
-    source = str(spec.feature_file)
-    _check_matrix(features, tokens, source=source, modality=spec.name, token_file=spec.token_file)
-    if spec.dim is not None and features.shape[1] != spec.dim:
+    features = read_feature_matrix(
+        spec.feature_file,
+        modality=spec.name,
+        missing_fix=(
+            f"Write it with recbole_mm.data.features.save_modality or a dataset_tools converter, "
+            f"or point modalities.{spec.name}.feature_file at the right file."
+        ),
+    )
+    if not spec.token_file.is_file():
         raise FeatureError(
-            f"{source} (modality '{spec.name}') has dimension {features.shape[1]} but the dataset "
-            f"configuration declares modalities.{spec.name}.dim = {spec.dim}; fix the declaration or "
-            f"the file."
+            f"The item-token list of modality '{spec.name}' is missing: {spec.token_file} does not "
+            f"exist. Write it with recbole_mm.data.features.save_modality or a dataset_tools "
+            f"converter, or point modalities.{spec.name}.token_file at the right file."
         )
+    tokens = spec.token_file.read_text(encoding="utf-8").splitlines()
+    _check_rows_and_tokens(
+        features,
+        tokens,
+        source=str(spec.feature_file),
+        modality=spec.name,
+        token_file=spec.token_file,
+        dim=spec.dim,
+    )
     return tokens, features.astype(np.float32, copy=False)
 
 
 NPY_MAGIC = b"\x93NUMPY"
+NONFINITE_FIX = (
+    "Remove those rows (the missing-feature policy then fills them) or repair the extraction."
+)
 
 
-def _read_matrix(spec: ModalitySpec) -> np.ndarray:
-    """``np.load`` of a feature file; a file that is not, or no longer, a whole ``.npy`` is
-    reported with its name and how to produce it again."""
-    path = spec.feature_file
+def read_feature_matrix(path: str | Path, *, modality: str, missing_fix: str) -> np.ndarray:
+    """A feature matrix as it is stored: a ``numpy.save`` file, or a torch tensor in a ``.pt``
+    file (MMGCN's layout). Nothing is unpickled.
+
+    Args:
+        path: the file.
+        modality: named in the messages.
+        missing_fix: what the message of a missing file tells the user to do.
+
+    Returns:
+        the array as stored (check it with :func:`check_feature_matrix`).
+
+    Raises:
+        FeatureError: the file is missing, empty, not a ``.npy`` (``.pt``) file, holds Python
+            objects, or is truncated; the message names the file, the modality and the fix.
+    """
+    path = Path(path)
+    subject = f"The feature matrix of modality '{modality}'"
+    if not path.is_file():
+        raise FeatureError(f"{subject} is missing: {path} does not exist. {missing_fix}")
+    subject = f"{subject} {path}"
     remake = (
         "Write it again with the converter or extractor that made it (dataset_tools, or "
         "recbole_mm.data.features.save_modality), or copy it again from its source."
     )
+    if path.suffix == ".pt":
+        try:
+            tensor = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises several types for a bad file
+            raise FeatureError(f"{subject} is not a torch tensor file ({err}). {remake}") from err
+        return np.asarray(tensor.numpy() if hasattr(tensor, "numpy") else tensor)
     with open(path, "rb") as f:
         head = f.read(len(NPY_MAGIC))
     if not head.startswith(NPY_MAGIC):
         what = "is empty" if not head else f"does not start as a .npy file does ({head!r})"
-        raise FeatureError(
-            f"The feature matrix of modality '{spec.name}', {path}, {what}: it is not a "
-            f"numpy.save file. {remake}"
-        )
+        raise FeatureError(f"{subject} {what}: it is not a numpy.save file. {remake}")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as err:
         if "pickled data" in str(err) or "Object arrays" in str(err):
             raise FeatureError(
-                f"The feature matrix of modality '{spec.name}', {path}, holds Python objects, "
-                f"not numbers ({err}). Save a float matrix [n_items, dim]. {remake}"
+                f"{subject} holds Python objects, not numbers ({err}). Save a float matrix "
+                f"[n_items, dim]. {remake}"
             ) from err
         raise FeatureError(
-            f"The feature matrix of modality '{spec.name}', {path}, is truncated or corrupt "
-            f"({err}): it was probably cut short while being written or copied. {remake}"
+            f"{subject} is truncated or corrupt ({err}): it was probably cut short while being "
+            f"written or copied. {remake}"
         ) from err
     except (EOFError, OSError) as err:
         raise FeatureError(
-            f"The feature matrix of modality '{spec.name}', {path}, is truncated or corrupt "
-            f"({err or type(err).__name__}). {remake}"
+            f"{subject} is truncated or corrupt ({err or type(err).__name__}). {remake}"
         ) from err
+
+
+def check_feature_matrix(
+    matrix: np.ndarray,
+    *,
+    source: str,
+    modality: str,
+    rows: int,
+    rows_note: str,
+    at_least: bool = False,
+    row_items: Sequence[str] | None = None,
+    dim: int | None = None,
+    nonfinite_fix: str = NONFINITE_FIX,
+    drop_nonfinite: bool = False,
+) -> np.ndarray:
+    """Check a feature matrix: 2-D and numeric, ``rows`` rows (at least, with ``at_least``),
+    finite, and ``dim`` columns when a dimension is declared.
+
+    Args:
+        matrix: ``[n_rows, d]``.
+        source: the file(s) named in the messages; ``modality`` likewise.
+        rows: the number of rows the matrix must have (the items it serves).
+        rows_note: the end of the message when the rows do not match, after ``has N rows
+            but``: what fixes ``rows`` and what to do.
+        at_least: ``rows`` is a minimum (row ``i`` belongs to item id ``i``; more rows are
+            allowed).
+        row_items: the item of each row, named in messages (default: the row number, an item
+            id).
+        dim: the declared dimension, or None.
+        nonfinite_fix: what the message about NaN or infinite values tells the user to do.
+        drop_nonfinite: leave rows with NaN or infinite values out instead of failing.
+
+    Returns:
+        the indices of the rows kept (every row unless ``drop_nonfinite``).
+
+    Raises:
+        FeatureError: the first check that fails; the message names ``source``, the modality
+            and the fix.
+    """
+    subject = f"The feature matrix of modality '{modality}' {source}"
+    if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
+        raise FeatureError(
+            f"{subject} must be a 2-D numeric [items, dim] matrix, got shape "
+            f"{tuple(matrix.shape)} and dtype {matrix.dtype}."
+        )
+    n_rows = matrix.shape[0]
+    if n_rows < rows or (n_rows != rows and not at_least):
+        raise FeatureError(f"{subject} has {n_rows} rows but {rows_note}")
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all() and not drop_nonfinite:
+        bad = np.flatnonzero(~finite)
+        named = (
+            f"item ids {bad[:5].tolist()}"
+            if row_items is None
+            else f"items {[row_items[i] for i in bad[:5]]}"
+        )
+        raise FeatureError(
+            f"{subject} has NaN or infinite values in {len(bad)} rows ({named}). {nonfinite_fix}"
+        )
+    if dim is not None and matrix.shape[1] != dim:
+        raise FeatureError(
+            f"{subject} has dimension {matrix.shape[1]} but the dataset configuration declares "
+            f"modalities.{modality}.dim = {dim}; fix the declaration or the file."
+        )
+    return np.flatnonzero(finite)
 
 
 def align_features(
@@ -202,42 +299,34 @@ def align_features(
     return torch.from_numpy(out), missing
 
 
-def _check_matrix(
+def _check_rows_and_tokens(
     features: np.ndarray,
     tokens: Sequence[str],
     *,
     source: str,
     modality: str,
     token_file: Path | None = None,
+    dim: int | None = None,
 ) -> None:
-    if features.ndim != 2:
-        raise FeatureError(
-            f"{source} (modality '{modality}') must be a 2-D [items, dim] matrix, got shape "
-            f"{tuple(features.shape)}."
-        )
-    if not np.issubdtype(features.dtype, np.number):
-        raise FeatureError(
-            f"{source} (modality '{modality}') has dtype {features.dtype}, not numeric."
-        )
-    if features.shape[0] != len(tokens):
-        raise FeatureError(
-            f"{source} (modality '{modality}') has {features.shape[0]} rows but "
-            f"{token_file or 'the token list'} names {len(tokens)} items: the files are misaligned; "
-            f"write one token per feature row, in row order."
-        )
+    """A modality's matrix against its token list: one token per row, no token twice."""
+    tokens_named = token_file or "the token list"
+    check_feature_matrix(
+        features,
+        source=source,
+        modality=modality,
+        rows=len(tokens),
+        rows_note=(
+            f"{tokens_named} names {len(tokens)} items: the files are misaligned; write one "
+            f"token per feature row, in row order."
+        ),
+        row_items=tokens,
+        dim=dim,
+    )
     duplicated = _duplicates(tokens)
     if duplicated:
         raise FeatureError(
-            f"{token_file or 'the token list'} (modality '{modality}') repeats item tokens "
-            f"{duplicated[:3]}: each item may have one row only."
-        )
-    finite = np.isfinite(features).all(axis=1)
-    if not finite.all():
-        rows = np.flatnonzero(~finite)
-        raise FeatureError(
-            f"{source} (modality '{modality}') has NaN or infinite values in {len(rows)} rows "
-            f"(items {[tokens[i] for i in rows[:3]]}); remove those rows (the missing-feature policy "
-            f"then fills them) or repair the extraction."
+            f"{tokens_named} (modality '{modality}') repeats item tokens {duplicated[:3]}: each "
+            f"item may have one row only."
         )
 
 

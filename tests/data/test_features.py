@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from recbole_mm.data.features import (
     FeatureError,
     ModalitySpec,
     align_features,
+    check_feature_matrix,
     load_modality,
+    read_feature_matrix,
     save_modality,
 )
 
@@ -62,6 +65,37 @@ def test_duplicate_tokens_and_wrong_rank(tmp_path):
         save_modality(tmp_path, "d", "text", tokens=["a", "a"], features=np.zeros((2, 2)))
     with pytest.raises(FeatureError, match="2-D"):
         save_modality(tmp_path, "d", "text", tokens=["a"], features=np.zeros((1, 2, 2)))
+
+
+def test_matrix_check_rows_at_least_nonfinite_and_fixes():
+    feats = np.ones((4, 2))
+    feats[2, 1] = np.nan
+    common = dict(source="f.npy", modality="image", rows=3, rows_note="ids run to 2: fix A")
+    with pytest.raises(
+        FeatureError, match=r"modality 'image' f\.npy has NaN .* 1 rows \(item ids \[2\]\)\. fix B"
+    ):
+        check_feature_matrix(feats, at_least=True, nonfinite_fix="fix B", **common)
+    kept = check_feature_matrix(feats, at_least=True, drop_nonfinite=True, **common)
+    np.testing.assert_array_equal(kept, [0, 1, 3])
+    with pytest.raises(FeatureError, match=r"f\.npy has 4 rows but ids run to 2: fix A"):
+        check_feature_matrix(feats, **common)  # exactly 3 rows asked for
+    with pytest.raises(FeatureError, match="has 4 rows but"):
+        check_feature_matrix(feats, **{**common, "rows": 5}, at_least=True)
+    with pytest.raises(FeatureError, match=r"has dimension 2 .* modalities\.image\.dim = 3"):
+        check_feature_matrix(np.ones((3, 2)), dim=3, **common)
+    with pytest.raises(FeatureError, match=r"2-D numeric .* shape \(3,\) and dtype <U1"):
+        check_feature_matrix(np.array(["a", "b", "c"]), **common)
+
+
+def test_matrix_reader_takes_torch_tensors_and_names_a_bad_file(tmp_path):
+    torch.save(torch.arange(6.0).reshape(3, 2), tmp_path / "feat_v.pt")
+    matrix = read_feature_matrix(tmp_path / "feat_v.pt", modality="visual", missing_fix="")
+    np.testing.assert_array_equal(matrix, np.arange(6.0).reshape(3, 2))
+    (tmp_path / "bad.pt").write_bytes(b"not a tensor")
+    with pytest.raises(FeatureError, match=r"modality 'visual' .*bad\.pt is not a torch tensor"):
+        read_feature_matrix(tmp_path / "bad.pt", modality="visual", missing_fix="")
+    with pytest.raises(FeatureError, match=r"is missing: .*none\.npy does not exist\. Do X\."):
+        read_feature_matrix(tmp_path / "none.npy", modality="visual", missing_fix="Do X.")
 
 
 def test_unknown_spec_key_and_bad_dim():

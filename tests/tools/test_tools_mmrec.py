@@ -79,6 +79,14 @@ def test_too_few_feature_rows(tmp_path):
         import_mmrec(mmrec_dir=tmp_path / "baby", out=tmp_path / "out", name="b")
 
 
+def test_a_truncated_feature_file_is_named_with_the_fix(tmp_path):
+    write_mmrec_folder(tmp_path / "baby")
+    image = tmp_path / "baby" / "image_feat.npy"
+    image.write_bytes(image.read_bytes()[:100])
+    with pytest.raises(ConversionError, match="modality 'image' .*image_feat.npy is truncated"):
+        import_mmrec(mmrec_dir=tmp_path / "baby", out=tmp_path / "out", name="b")
+
+
 def test_folder_with_two_inter_files(tmp_path):
     write_mmrec_folder(tmp_path / "baby")
     (tmp_path / "baby" / "other.inter").write_text("userID\titemID\tx_label\n")
