@@ -48,11 +48,10 @@ RESERVE_S = 5.0  # kept back at the end for writing the table
 
 REFERENCE_MODELS = ("LightGCN", "SASRec")
 MODELS = ("GTC", "MMGRec", "IMECD", "CEMG", "VBPR", *REFERENCE_MODELS)
-# Settings each model needs on top of its YAML: epochs of every stage, and the content roles that
-# ml-100k-mm (text + kg, no image) can fill.
+# Settings each model needs on top of its YAML: epochs of every stage. The content roles come from
+# the dataset (ml-100k-mm: text, and kg playing the visual role).
 MODEL_SETTINGS: dict[str, dict] = {
     "MMGRec": {"stage_epochs": {"tokenizer": 2, "generator": 2}},
-    "IMECD": {"imecd_modalities": {"text": "text", "image": "kg"}},
     "CEMG": {"stage_epochs": {"collab": 2, "tokenizer": 2, "generator": 2}},
 }
 COMMON_SETTINGS = {"epochs": 2, "eval_step": 1, "show_progress": False}
@@ -77,7 +76,6 @@ SMOKE_COMMON = {
 SMOKE_MODEL_SETTINGS: dict[str, dict] = {
     "GTC": {"gtc_diffusion_steps": 10, "gtc_denoiser_hidden_size": 8},
     "IMECD": {
-        "imecd_modalities": {"text": "text", "image": "kg"},
         "n_steps": 4,
         "n_codes": 4,
         "n_experts": 2,
@@ -325,8 +323,7 @@ def write_smoke_dataset(folder: Path) -> dict:
     return {
         "data_path": str(folder),
         "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
-        "modalities": {"text": {"dim": 8}, "kg": {"dim": 6}},
-        "modality_roles": {"visual": "kg", "textual": "text"},
+        "modalities": {"text": {"dim": 8}, "kg": {"dim": 6, "role": "visual"}},
     }
 
 

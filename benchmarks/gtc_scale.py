@@ -39,6 +39,7 @@ import scipy.sparse
 import torch
 import yaml
 
+from recbole_mm.data.dataset import ADJACENCY_NORMS
 from recbole_mm.model.general_recommender import gtc as gtc_module
 from recbole_mm.model.general_recommender.gtc import GTC
 from recbole_mm.model.layers import diffusion
@@ -82,7 +83,7 @@ class Clock:
 
 
 class FakeDataset:
-    """What GTC reads from a RecBole dataset: id counts, training pairs, modality features."""
+    """What GTC reads from a RecBole dataset: id counts, training graph, modality features."""
 
     def __init__(self, users, items, features):
         self.inter_feat = {"user_id": users, "item_id": items}
@@ -94,6 +95,11 @@ class FakeDataset:
 
     def modality_features(self, name):
         return self._features[name]
+
+    def normalized_adjacency(self, norm="symmetric"):
+        users, items = self.inter_feat["user_id"], self.inter_feat["item_id"]
+        n_users, n_items = self.num("user_id"), self.num("item_id")
+        return ADJACENCY_NORMS[norm](users, items, n_users=n_users, n_items=n_items)
 
     def inter_matrix(self, form="coo"):
         """The training pairs as RecBole's ``Dataset.inter_matrix`` returns them (LightGCN)."""

@@ -39,6 +39,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from recbole_mm.data.dataset import ADJACENCY_NORMS  # noqa: E402
 from recbole_mm.model.general_recommender.mmgrec import MMGRec  # noqa: E402
 from recbole_mm.model.layers.quantizer import append_collision_index  # noqa: E402
 
@@ -62,6 +63,11 @@ class SyntheticDataset:
     def modality_features(self, name: str) -> torch.Tensor:
         return self._features
 
+    def normalized_adjacency(self, norm: str = "symmetric") -> torch.Tensor:
+        users, items = self.inter_feat["user_id"], self.inter_feat["item_id"]
+        n_users, n_items = self._num["user_id"], self._num["item_id"]
+        return ADJACENCY_NORMS[norm](users, items, n_users=n_users, n_items=n_items)
+
     def history_item_matrix(self):
         return self._history, None, None
 
@@ -74,6 +80,7 @@ def model_config(args) -> dict:
         NEG_PREFIX="neg_",
         device=torch.device("cpu"),
         dataset="synthetic",
+        modalities=None,
         topk=[args.topk],
         beam_size=args.beam,
         embedding_size=args.dim,

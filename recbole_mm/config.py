@@ -7,18 +7,23 @@ recbole_mm's ``properties/overall.yaml`` < ``properties/model/<Model>.yaml`` <
 
 The command line reaches a ``Config`` only as its ``overrides`` argument, parsed once by
 :func:`parse_overrides`: this Config does not read ``sys.argv`` when it is given them.
+
+Renamed settings (:data:`ALIASES`) keep working for one release: the final configuration holds
+the new key only, with a warning that names it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import logging
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from numbers import Real
 from pathlib import Path
+from typing import Any
 
 import yaml
 from recbole.config import Config as RecBoleConfig
@@ -26,6 +31,7 @@ from recbole.utils import ModelType
 
 from recbole_mm import properties
 from recbole_mm.lookup import get_model
+from recbole_mm.model.abstract_recommender import default_modality_roles, role_tags
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +75,14 @@ def known_keys() -> frozenset[str]:
     for folder in folders:
         for file in folder.rglob("*.yaml"):
             keys.update(_TOP_LEVEL_KEY.findall(file.read_text(encoding="utf-8")))
+    keys.update(alias.old for alias in ALIASES)
     return frozenset(keys)
 
 
 def nearest_key(key: str) -> str | None:
     """The known key closest to ``key`` (difflib), or None when nothing is close."""
-    close = difflib.get_close_matches(key, known_keys(), n=1, cutoff=0.6)
+    current = known_keys() - {alias.old for alias in ALIASES}
+    close = difflib.get_close_matches(key, current, n=1, cutoff=0.6)
     return close[0] if close else None
 
 
@@ -101,6 +109,106 @@ def warn_unknown_keys(keys, source: str) -> list[str]:
                 did_you_mean(key),
             )
     return unknown
+
+
+# -- renamed settings ------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Alias:
+    """A setting that works under its old name for one more release.
+
+    ``translate(old_value, final)`` gives the new key's value (default: the old value, for a
+    plain rename). An alias that ``amends`` edits the new key's current value, whoever set it;
+    the others replace it unless the user sets the new key at a layer at least as high.
+    """
+
+    old: str
+    new: str
+    models: tuple[str, ...]  # the models that read the old key
+    translate: Callable[[Any, dict], Any] | None = None
+    amends: bool = False
+
+
+def _listed_modalities(*, empty_means_all: bool) -> Callable[[Any, dict], Any]:
+    """``[a, b]`` -> ``{a: a, b: b}``; ``~`` (and ``[]`` where it meant all) -> ``~``."""
+
+    def translate(value, final):
+        names = [] if value is None else [value] if isinstance(value, str) else list(value)
+        if value is None or (not names and empty_means_all):
+            return None
+        return {name: name for name in names}
+
+    return translate
+
+
+_IMECD_ROLES = {"text": "textual", "image": "visual"}  # imecd_modalities' roles -> IMECD's
+
+
+def _imecd_roles(value, final):
+    if value is None:  # each role took the modality of its own name, when the dataset had it
+        declared = final.get("modalities") or {}
+        return {new: (old if old in declared else None) for old, new in _IMECD_ROLES.items()}
+    if not isinstance(value, dict) or not set(value) <= set(_IMECD_ROLES):
+        raise ConfigError(
+            f"imecd_modalities = {value!r} must map the roles text and image to dataset "
+            "modalities. It is replaced by modality_roles, whose roles are textual and visual: "
+            "e.g. --modality_roles=\"{'textual': 'text', 'visual': 'image'}\"."
+        )
+    return {new: value.get(old) for old, new in _IMECD_ROLES.items()}
+
+
+def _cemg_switch(role: str) -> Callable[[Any, dict], Any]:
+    """``use_<role>: False`` -> the role mapped to null in ``modality_roles``."""
+
+    def translate(value, final):
+        current = final.get("modality_roles")
+        if value or value is None:
+            return current
+        if current is None:  # the default mapping, made explicit (roles as CEMG declares them)
+            declared = final.get("modalities") or {}
+            defaults = default_modality_roles(
+                ("visual", "textual"), list(declared), tags=role_tags(declared)
+            )
+            current = {r: m or r for r, m in defaults.items()}
+        return {**current, role: None}
+
+    return translate
+
+
+# Old key -> new key, per model. docs/config_keys.md lists them.
+ALIASES: tuple[Alias, ...] = (
+    Alias("gtc_modalities", "modality_roles", ("GTC",), _listed_modalities(empty_means_all=False)),
+    Alias(
+        "mmgrec_modalities", "modality_roles", ("MMGRec",), _listed_modalities(empty_means_all=True)
+    ),
+    Alias("vbpr_modalities", "modality_roles", ("VBPR",), _listed_modalities(empty_means_all=True)),
+    Alias("imecd_modalities", "modality_roles", ("IMECD",), _imecd_roles),
+    Alias("use_visual", "modality_roles", ("CEMG",), _cemg_switch("visual"), amends=True),
+    Alias("use_textual", "modality_roles", ("CEMG",), _cemg_switch("textual"), amends=True),
+)
+
+
+def apply_aliases(
+    final: dict,
+    *,
+    model: str,
+    keep_new: Callable[[Alias], bool] = lambda alias: False,
+    report: Callable[[Alias, Any, Any, bool], None] | None = None,
+) -> None:
+    """Translate ``model``'s renamed settings in ``final``, in place; the old keys are removed.
+
+    Args:
+        keep_new: whether an alias yields to the new key's current value.
+        report: called with ``(alias, old value, new value, kept_new)`` for each old key found.
+    """
+    for alias in ALIASES:
+        if alias.old not in final or model not in alias.models:
+            continue
+        value = final.pop(alias.old)
+        kept = not alias.amends and keep_new(alias)
+        if not kept:
+            final[alias.new] = alias.translate(value, final) if alias.translate else value
+        if report is not None:
+            report(alias, value, final.get(alias.new), kept)
 
 
 def normalize_overrides(args: Sequence[str]) -> list[str]:
@@ -292,6 +400,63 @@ class Config(RecBoleConfig):
             settings.update(loaded)
         return settings
 
+    def _layer(self, key: str) -> int:
+        """3 command line, 2 config dict, 1 config files, 0 property files (or unset)."""
+        for rank, layer in (
+            (3, self.cmd_config_dict),
+            (2, self.variable_config_dict),
+            (1, self.file_config_dict),
+        ):
+            if key in layer:
+                return rank
+        return 0
+
+    def _apply_aliases(self, final: dict) -> None:
+        """Translate renamed settings; a new key the user sets as high as the old one wins."""
+
+        def keep_new(alias):
+            layer = self._layer(alias.new)
+            return layer > 0 and layer >= self._layer(alias.old)
+
+        def report(alias, value, new_value, kept):
+            if alias.old in _warned:
+                return
+            _warned.add(alias.old)
+            if kept:
+                logger.warning(
+                    "Setting '%s' (%s) is the old name of '%s', which is also set (%s): %s = %r "
+                    "is used and %s ignored.",
+                    alias.old,
+                    self._source_of(alias.old),
+                    alias.new,
+                    self._source_of(alias.new),
+                    alias.new,
+                    new_value,
+                    alias.old,
+                )
+                return
+            logger.warning(
+                "Setting '%s' (%s) is renamed '%s' and read as %s = %r. The old name works in "
+                "this release and is removed in the next: write %s instead "
+                "(docs/config_keys.md).",
+                alias.old,
+                self._source_of(alias.old),
+                alias.new,
+                alias.new,
+                new_value,
+                alias.new,
+            )
+
+        apply_aliases(final, model=self.model, keep_new=keep_new, report=report)
+
+    def __setstate__(self, state):
+        # A configuration saved in a checkpoint by an earlier release holds the old names:
+        # they were what that release read, so they win.
+        self.__dict__.update(state)
+        final = self.__dict__.get("final_config_dict")
+        if final is not None:
+            apply_aliases(final, model=final.get("model"))
+
     def _source_of(self, key: str) -> str:
         if key in self.cmd_config_dict:
             return "on the command line"
@@ -318,6 +483,7 @@ class Config(RecBoleConfig):
 
     def _get_final_config_dict(self):
         final = super()._get_final_config_dict()
+        self._apply_aliases(final)
         self._check_settings(final)
         # RecBole's sequential models default to loss_type CE, which RecBole rejects unless
         # train_neg_sample_args is None, yet its overall.yaml sets a uniform sampler: without

@@ -3,7 +3,9 @@
 The features of every modality the dataset declares (``modalities`` in its YAML, see
 :mod:`recbole_mm.data.features`) are read and validated once, right after RecBole loads the
 atomic files, and aligned to RecBole's remapped item ids once, after remapping. Models get them
-through :meth:`MultimodalMixin.modality_features` and never read files.
+through :meth:`MultimodalMixin.modality_features` and never read files; likewise the
+normalised user-item adjacency of a split, built once per split by
+:meth:`MultimodalMixin.normalized_adjacency`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from recbole_mm.data.features import (
     align_features,
     load_modality,
 )
+from recbole_mm.model.layers import graph
+
+# The user-item adjacencies a split can build, by normalisation.
+ADJACENCY_NORMS = {"symmetric": graph.normalized_adjacency, "mean": graph.mean_adjacency}
 
 logger = logging.getLogger(__name__)
 
@@ -158,12 +164,22 @@ def modality_specs(config) -> dict[str, ModalitySpec]:
             f"modalities = {declared!r} for dataset '{config['dataset']}' must be a mapping "
             f"{{name: {{dim: ..}}}}."
         )
-    return {
+    specs = {
         name: ModalitySpec.from_config(
             name, entry, folder=config["data_path"], dataset=config["dataset"]
         )
         for name, entry in declared.items()
     }
+    players: dict[str, str] = {}
+    for name, spec in specs.items():
+        if spec.role in players:
+            raise FeatureError(
+                f"modalities.{players[spec.role]} and modalities.{name} of dataset "
+                f"'{config['dataset']}' both play the role '{spec.role}'; tag one of them."
+            )
+        if spec.role is not None:
+            players[spec.role] = name
+    return specs
 
 
 def training_pairs(dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,6 +225,37 @@ class MultimodalMixin:
                 f"dataset's YAML with its feature files, or choose modalities the dataset has."
             )
         return self._modality_features[name]
+
+    def interaction_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(users, items)``, ``[E]`` each: the edges of this split's user-item graph."""
+        return (
+            torch.as_tensor(self.inter_feat[self.uid_field]),
+            torch.as_tensor(self.inter_feat[self.iid_field]),
+        )
+
+    def normalized_adjacency(self, norm: str = "symmetric") -> torch.Tensor:
+        """The sparse adjacency ``[n_users + n_items, n_users + n_items]`` (users first) of the
+        graph of :meth:`interaction_pairs`, built on first use and kept for this split.
+
+        Args:
+            norm: ``symmetric`` (``D^-1/2 A D^-1/2``, LightGCN) or ``mean`` (``D^-1 A``, the
+                mean aggregator); see :mod:`recbole_mm.model.layers.graph`.
+        """
+        if norm not in ADJACENCY_NORMS:
+            raise ValueError(f"norm = {norm!r} must be one of {list(ADJACENCY_NORMS)}.")
+        cache = self.__dict__.setdefault("_adjacency_cache", {})
+        if norm not in cache:
+            users, items = self.interaction_pairs()
+            cache[norm] = ADJACENCY_NORMS[norm](
+                users, items, n_users=self.user_num, n_items=self.item_num
+            )
+        return cache[norm]
+
+    def copy(self, new_inter_feat):
+        # RecBole's copy is shallow: a split must not share its parent's cached graphs.
+        split = super().copy(new_inter_feat)
+        split._adjacency_cache = {}
+        return split
 
     # -- RecBole hooks ---------------------------------------------------------------------
     def _load_data(self, token, dataset_path):
@@ -290,3 +337,8 @@ class MultimodalDataset(MultimodalMixin, Dataset):
 
 class MultimodalSequentialDataset(MultimodalMixin, SequentialDataset):
     """RecBole's :class:`~recbole.data.dataset.SequentialDataset` with content-modality features."""
+
+    def interaction_pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unique (user, item) pairs of the targets and the history items
+        (:func:`training_pairs`)."""
+        return training_pairs(self)

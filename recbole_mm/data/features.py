@@ -5,11 +5,14 @@ A dataset ``D`` stored in folder ``F`` declares each content modality ``m`` in i
     modalities:
       text: {dim: 384}                     # reads F/D.text.npy and F/D.text.tokens
       image: {dim: 4096, feature_file: img.npy, token_file: img.tokens}
+      kg: {dim: 64, role: visual}          # kg plays the visual role for models that have one
 
 ``<feature_file>`` is a ``numpy.save`` matrix of shape ``[n_rows, dim]``; ``<token_file>`` is
 UTF-8 text with one raw item token per line, line ``i`` naming the item of row ``i``. The rows
 need not follow any order and may cover more items (rows of items RecBole filtered out are
-ignored) or fewer (missing items are filled by the ``missing_feature_policy``).
+ignored) or fewer (missing items are filled by the ``missing_feature_policy``). ``role`` says
+which content role of the models with fixed roles (IMECD, CEMG: visual, textual) the modality
+plays when the run does not set ``modality_roles`` (:mod:`recbole_mm.model.abstract_recommender`).
 
 Everything here is free of RecBole so that converters can write and check files without it:
 :func:`read_feature_matrix` and :func:`check_feature_matrix` are the one reader and checker of
@@ -43,15 +46,22 @@ class ModalitySpec:
     feature_file: Path
     token_file: Path
     dim: int | None = None
+    role: str | None = None
 
     @classmethod
     def from_config(cls, name: str, entry: dict | None, *, folder: str | Path, dataset: str):
         entry = dict(entry or {})
-        unknown = set(entry) - {"dim", "feature_file", "token_file"}
+        unknown = set(entry) - {"dim", "feature_file", "token_file", "role"}
         if unknown:
             raise FeatureError(
                 f"modalities.{name} in the configuration of dataset '{dataset}' has unknown "
-                f"keys {sorted(unknown)}; allowed keys are dim, feature_file, token_file."
+                f"keys {sorted(unknown)}; allowed keys are dim, feature_file, token_file, role."
+            )
+        role = entry.get("role")
+        if role is not None and (not isinstance(role, str) or not role):
+            raise FeatureError(
+                f"modalities.{name}.role = {role!r} for dataset '{dataset}' must be the name of "
+                f"a content role (e.g. visual or textual)."
             )
         default_feature, default_token = feature_file_names(dataset, name)
         dim = entry.get("dim")
@@ -64,6 +74,7 @@ class ModalitySpec:
             feature_file=Path(folder) / entry.get("feature_file", default_feature),
             token_file=Path(folder) / entry.get("token_file", default_token),
             dim=dim,
+            role=role,
         )
 
 

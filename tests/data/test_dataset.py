@@ -101,6 +101,15 @@ def test_dimension_mismatch_and_misaligned_files(fresh):
         _dataset(root)
 
 
+def test_two_modalities_cannot_play_one_role(fresh):
+    root, _ = fresh
+    both = {"text": {"dim": 8, "role": "visual"}, "image": {"dim": 6, "role": "visual"}}
+    with pytest.raises(FeatureError, match="text and modalities.image .* both play the role"):
+        _dataset(root, modalities=both)
+    tagged = _dataset(root, modalities={"text": {"dim": 8}, "image": {"dim": 6, "role": "visual"}})
+    assert tagged.modalities == ("text", "image")
+
+
 def test_nan_features_refused(fresh):
     root, _ = fresh
     feats = np.load(root / TINY / f"{TINY}.text.npy")

@@ -105,6 +105,14 @@ def test_unknown_spec_key_and_bad_dim():
         ModalitySpec.from_config("text", {"dim": 0}, folder=".", dataset="d")
 
 
+def test_a_modality_may_name_the_role_it_plays():
+    spec = ModalitySpec.from_config("kg", {"dim": 4, "role": "visual"}, folder=".", dataset="d")
+    assert spec.role == "visual"
+    assert ModalitySpec.from_config("kg", {}, folder=".", dataset="d").role is None
+    with pytest.raises(FeatureError, match=r"modalities.kg.role = 3 .* name of a content role"):
+        ModalitySpec.from_config("kg", {"role": 3}, folder=".", dataset="d")
+
+
 def test_alignment_follows_item_ids_and_pads_row_zero():
     feats = np.array([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]], dtype=np.float32)
     id2token = ["[PAD]", "c", "a", "x"]  # x has no row; b is not in the data

@@ -6,7 +6,12 @@ import pytest
 import torch
 from conftest import TINY, tiny_config
 
-from recbole_mm.model.layers.graph import LightGCNPropagation, normalized_adjacency
+from recbole_mm.model.layers.graph import (
+    LightGCNPropagation,
+    MeanGraphConv,
+    mean_adjacency,
+    normalized_adjacency,
+)
 
 
 def _toy():
@@ -38,6 +43,35 @@ def test_sparse_and_dense_propagation_agree():
     torch.testing.assert_close(LightGCNPropagation(n_layers=0)(adj, emb), emb)
     with pytest.raises(ValueError, match="n_layers = -1"):
         LightGCNPropagation(n_layers=-1)
+
+
+def test_mean_adjacency_averages_neighbours():
+    adj = mean_adjacency(
+        torch.tensor([1, 1, 2, 1]), torch.tensor([1, 2, 2, 2]), n_users=3, n_items=3
+    ).to_dense()
+    # user 1 -> items 1, 2 (repeat counted once); item 2 <- users 1, 2
+    assert adj[1, 3 + 1] == adj[1, 3 + 2] == 0.5
+    assert adj[3 + 2, 1] == adj[3 + 2, 2] == 0.5
+    torch.testing.assert_close(adj.sum(1)[[1, 2, 4, 5]], torch.ones(4))
+    assert not adj[0].any()
+
+
+def test_mean_graph_conv_sparse_and_dense_agree():
+    users, items = _toy()
+    adj = mean_adjacency(users, items, n_users=4, n_items=4)
+    torch.manual_seed(0)
+    conv = MeanGraphConv(dims=[5, 3, 2], negative_slope=0.1)
+    x = torch.randn(8, 5)
+    out = conv(adj, x)
+    assert out.shape == (8, 2)
+    torch.testing.assert_close(out, conv(adj.to_dense(), x))
+    # One layer by hand: LeakyReLU(x W_1 + mean of the neighbours W_2).
+    one = MeanGraphConv(dims=[5, 3], negative_slope=0.1)
+    w1, w2 = one.self_weights[0].weight, one.neighbour_weights[0].weight
+    expected = torch.nn.functional.leaky_relu(x @ w1.T + adj.to_dense() @ x @ w2.T, 0.1)
+    torch.testing.assert_close(one(adj, x), expected)
+    with pytest.raises(ValueError, match="at least one layer"):
+        MeanGraphConv(dims=[5])
 
 
 def test_matches_recbole_lightgcn(tiny_root):

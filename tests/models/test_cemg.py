@@ -168,8 +168,8 @@ def _inside(model, name, stage):
     "overrides",
     [
         {"use_collab": False},
-        {"use_visual": False},
-        {"use_textual": False},
+        {"modality_roles": {"visual": None, "textual": "text"}},
+        {"modality_roles": {"visual": "image"}},
         {"generator_backbone": "decoder"},
         {"collision_policy": "append"},
     ],

@@ -18,8 +18,8 @@ ABLATIONS = {
     "base_dn": {"gtc_alignment": "none", "gtc_fusion": "concat"},
     "base_tc": {"gtc_denoise": False, "gtc_fusion": "concat"},
     "wo_tc": {"gtc_alignment": "pairwise"},
-    "inter_only": {"gtc_modalities": []},
-    "wo_image": {"gtc_modalities": ["text"], "gtc_alignment": "pairwise"},
+    "inter_only": {"modality_roles": {}},
+    "wo_image": {"modality_roles": {"text": "text"}, "gtc_alignment": "pairwise"},
     "ddpm_eval": {"gtc_eval_sampler": "ddpm"},
     "noise_start": {"gtc_sample_start": "noise", "gtc_train_sample_steps": 2},
     "unscaled": {"gtc_standardize": False},  # the defaults standardise
@@ -251,7 +251,7 @@ def test_x0_loss_is_zero_for_an_oracle_and_positive_otherwise(tiny_root):
         ({"gtc_train_sample_steps": 11}, "gtc_train_sample_steps = 11"),
         ({"gtc_alignment": "clip"}, "gtc_alignment = 'clip'"),
         ({"gtc_prediction": "v"}, "gtc_prediction = 'v'"),
-        ({"gtc_modalities": ["audio"]}, "gtc_modalities = \\['audio'\\] names 'audio'"),
+        ({"modality_roles": {"sound": "audio"}}, "modality_roles\\['sound'\\] = 'audio'"),
     ],
 )
 def test_bad_configuration_names_key_and_value(tiny, tiny_root, overrides, message):
@@ -310,8 +310,8 @@ def test_centred_content_shares_no_direction_across_items_or_users(tiny):
     config, train, _ = tiny
     model = _model(config, train)
     with torch.no_grad():
-        for index in range(len(model.modalities)):
-            getattr(model, f"features_{index}").add_(50.0)
+        for name in model.modalities:
+            model.features[name] = model.features[name] + 50.0
     n_users = model.n_users
     for centre in (True, False):
         model.center_content = centre

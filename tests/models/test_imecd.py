@@ -104,14 +104,15 @@ def test_modality_roles_and_their_errors(data, tiny_root):
         return _model(_config(tiny_root, **overrides), data[1])
 
     assert build().branches == ("id", "text", "image")
-    # w/o Text, and a role mapped to another modality name.
-    assert build(imecd_modalities={"text": None, "image": "image"}).branches == ("id", "image")
-    swapped = build(imecd_modalities={"text": "image", "image": "text"})
-    assert swapped.text_features.shape[1] == 6 and swapped.image_features.shape[1] == 8
-    with pytest.raises(ValueError, match=r"imecd_modalities\['image'\] = 'kg'.*'text', 'image'"):
-        build(imecd_modalities={"text": "text", "image": "kg"})
-    with pytest.raises(ValueError, match="imecd_modalities = .*audio"):
-        build(imecd_modalities={"audio": "text"})
+    # w/o Text, and a role mapped to another modality name; the branches keep their order.
+    assert build(modality_roles={"textual": None, "visual": "image"}).branches == ("id", "image")
+    swapped = build(modality_roles={"visual": "text", "textual": "image"})
+    assert swapped.branches == ("id", "text", "image")
+    assert swapped.features["textual"].shape[1] == 6 and swapped.features["visual"].shape[1] == 8
+    with pytest.raises(ValueError, match=r"modality_roles\['visual'\] = 'kg'.*'text', 'image'"):
+        build(modality_roles={"textual": "text", "visual": "kg"})
+    with pytest.raises(ValueError, match="names the role 'audio'.*'textual', 'visual'"):
+        build(modality_roles={"audio": "text"})
     with pytest.raises(ValueError, match="lambda_c = -1"):
         build(lambda_c=-1)
 

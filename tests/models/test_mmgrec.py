@@ -12,11 +12,7 @@ import torch
 from conftest import TINY, seeded_model, tiny_config, tiny_splits
 from recbole_ranking import recbole_hits
 
-from recbole_mm.model.general_recommender.mmgrec import (
-    MMGRec,
-    hierarchical_kmeans,
-    mean_adjacency,
-)
+from recbole_mm.model.general_recommender.mmgrec import MMGRec, hierarchical_kmeans
 from recbole_mm.model.layers.semantic_ids import history_mask
 
 REPO = Path(__file__).resolve().parents[2]
@@ -64,17 +60,6 @@ def _trained_tokenizer(config, train, steps=6):
     model.prepare_stage("generator", train)
     model.set_stage("generator")
     return model
-
-
-def test_mean_adjacency_averages_neighbours():
-    adj = mean_adjacency(
-        torch.tensor([1, 1, 2, 1]), torch.tensor([1, 2, 2, 2]), n_users=3, n_items=3
-    ).to_dense()
-    # user 1 -> items 1, 2 (repeat counted once); item 2 <- users 1, 2
-    assert adj[1, 3 + 1] == adj[1, 3 + 2] == 0.5
-    assert adj[3 + 2, 1] == adj[3 + 2, 2] == 0.5
-    torch.testing.assert_close(adj.sum(1)[[1, 2, 4, 5]], torch.ones(4))
-    assert not adj[0].any()
 
 
 def test_tokenizer_alternates_bpr_and_rqvae(tiny):

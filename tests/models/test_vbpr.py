@@ -29,7 +29,7 @@ def vbpr(tiny_root):
 def test_features_are_standardised_by_default(vbpr):
     config, train = vbpr
     model = seeded_model("VBPR", config, train)
-    assert model.item_features[1:].mean(0).abs().max() < 1e-5
+    assert model.features.concatenated()[1:].mean(0).abs().max() < 1e-5
 
 
 def test_regulariser_reaches_projection_and_feature_bias(vbpr):

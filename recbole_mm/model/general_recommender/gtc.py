@@ -12,8 +12,8 @@ and generated content representations (Eq. 6-9); similarity-gated fusion with a 
 (Eq. 10); BPR + w1 L_GEN + w2 L_CON + L2 (Eq. 11-12). docs/models/GTC.md explains every choice.
 
 Deviations:
-    - Content modalities: any number ``M >= 0`` named by ``gtc_modalities`` (default: all the
-      dataset has). The paper's two (visual, textual) give three views; with one content
+    - Content modalities: any number ``M >= 0``, the roles of ``modality_roles`` (default:
+      every modality the dataset has, under its own name; ``{}``: none). The paper's two (visual, textual) give three views; with one content
       modality the TC bound is InfoNCE's bound on I(S; C) and C_f = C; with three, h is the
       4-way multilinear product and C_f the product of the three; with none, GTC is LightGCN.
     - Generation starts from the forward chain's terminal state ``C_T = q(C_T | C_0)`` (Eq. 3
@@ -87,19 +87,19 @@ from logging import getLogger
 
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
 from recbole.model.loss import BPRLoss, EmbLoss
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_mm.model.abstract_recommender import MultimodalGeneralRecommender
 from recbole_mm.model.layers.diffusion import (
     MLPUNetDenoiser,
     NoiseSchedule,
     ddim_sample,
     ddpm_sample,
 )
-from recbole_mm.model.layers.graph import LightGCNPropagation, normalized_adjacency
+from recbole_mm.model.layers.graph import LightGCNPropagation
 from recbole_mm.model.layers.total_correlation import (
     pairwise_contrastive_loss,
     total_correlation_loss,
@@ -123,8 +123,13 @@ def modality_balance_score(fused: torch.Tensor, views: list[torch.Tensor]) -> fl
     return float((1 - (sims.max(-1).values - sims.min(-1).values)).mean())
 
 
-class GTC(GeneralRecommender):
+class GTC(MultimodalGeneralRecommender):
+    """The content modalities are the roles of ``modality_roles`` (``self.features``), the
+    user-item graph the dataset's symmetric-normalised adjacency (``self.adjacency``); both
+    come from :class:`~recbole_mm.model.abstract_recommender.MultimodalRecommender`."""
+
     input_type = InputType.PAIRWISE
+    adjacency_norm = "symmetric"
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -153,26 +158,16 @@ class GTC(GeneralRecommender):
         self.seed = config["seed"]
         n_steps = config["gtc_diffusion_steps"]
         self._validate(config, n_steps)
-        self.modalities = self._modalities(config, dataset)
+        self.modalities = list(self.modality_roles)  # content roles, in order
         self.logger = getLogger()
 
         # define layers
-        inter = dataset.inter_feat
-        self.register_buffer(
-            "adjacency",
-            normalized_adjacency(
-                inter[self.USER_ID], inter[self.ITEM_ID], n_users=self.n_users, n_items=self.n_items
-            ),
-            persistent=False,
-        )
         self.propagation = LightGCNPropagation(n_layers=config["n_layers"])
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)  # r_u
         self.item_embedding = nn.Embedding(self.n_items, self.embedding_size)  # r_e
         self.projections = nn.ModuleDict()
-        for index, name in enumerate(self.modalities):
-            features = dataset.modality_features(name)
-            self.register_buffer(f"features_{index}", features, persistent=False)
-            self.projections[name] = nn.Linear(features.shape[1], self.embedding_size)
+        for name in self.modalities:
+            self.projections[name] = nn.Linear(self.features[name].shape[1], self.embedding_size)
         self.schedule = NoiseSchedule(
             n_steps=n_steps, beta_start=config["gtc_beta_start"], beta_end=config["gtc_beta_end"]
         )
@@ -222,27 +217,6 @@ class GTC(GeneralRecommender):
                     f"{key} = {steps!r} must be an integer in [1, gtc_diffusion_steps = {n_steps}]."
                 )
 
-    def _modalities(self, config, dataset) -> list[str]:
-        requested = config["gtc_modalities"]
-        if requested is None:
-            return list(dataset.modalities)
-        requested = [requested] if isinstance(requested, str) else list(requested)
-        for name in requested:
-            if name not in dataset.modalities:
-                raise ValueError(
-                    f"gtc_modalities = {requested} names '{name}', which dataset "
-                    f"'{config['dataset']}' lacks (it has {list(dataset.modalities)}); choose "
-                    f"among those, or ~ for all."
-                )
-            declared = (config["modalities"] or {}).get(name) or {}
-            width = dataset.modality_features(name).shape[1]
-            if declared.get("dim") not in (None, width):
-                raise ValueError(
-                    f"modalities.{name}.dim = {declared['dim']} but the '{name}' features of "
-                    f"dataset '{config['dataset']}' are {width}-dimensional; fix the declaration."
-                )
-        return requested
-
     # -- representations ------------------------------------------------------------------
     def _encode(self) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Eq. 2: ``S`` and the content embeddings ``C_0`` of every node, ``[n_users + n_items, d]``.
@@ -252,8 +226,8 @@ class GTC(GeneralRecommender):
         """
         users = self.user_embedding.weight
         inputs = [torch.cat([users, self.item_embedding.weight])]
-        for index, name in enumerate(self.modalities):
-            items = self.projections[name](getattr(self, f"features_{index}"))  # [n_items, d]
+        for name in self.modalities:
+            items = self.projections[name](self.features[name])  # [n_items, d]
             # Users have no content: their input row in every modality is r_u (Sec. 3.2).
             inputs.append(torch.cat([users, items]))
         outputs = self.propagation(self.adjacency, torch.cat(inputs, dim=1))  # [N, (1 + M) d]

@@ -53,21 +53,21 @@ Deviations (details in docs/models/MMGRec.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
 from recbole.model.loss import BPRLoss
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_mm.model.abstract_recommender import MultimodalGeneralRecommender
 from recbole_mm.model.generative import (
     SemanticIdRecommender,
     placeholder_codes,
     warn_renamed,
 )
+from recbole_mm.model.layers.graph import MeanGraphConv
 from recbole_mm.model.layers.quantizer import ResidualQuantizer, append_collision_index, kmeans
 from recbole_mm.model.layers.relation_attention import (
     CachedTransformerDecoder,
@@ -84,60 +84,6 @@ CHOICES = {
     "encoder_input": ("graph", "free"),  # Table 3 "Emb w/o": free input embeddings
     "encoder_position": ("relation", "none", "sinusoidal"),  # Table 5
 }
-
-
-def mean_adjacency(
-    users: torch.Tensor, items: torch.Tensor, *, n_users: int, n_items: int
-) -> torch.Tensor:
-    """Row-normalised adjacency ``D^-1 A`` of the user-item graph (users first), sparse.
-
-    Row ``v`` averages the neighbours of node ``v`` (the ``1/|N_i|`` sum of Eq. 5); repeated
-    pairs count once; isolated nodes get an all-zero row.
-
-    Shapes:
-        users, items: ``[E]``; returns ``[n_users + n_items, n_users + n_items]``.
-    """
-    n = n_users + n_items
-    pairs = torch.unique(torch.stack([users.long(), items.long() + n_users]), dim=1)
-    rows = torch.cat([pairs[0], pairs[1]])
-    cols = torch.cat([pairs[1], pairs[0]])
-    degree = torch.bincount(rows, minlength=n).float().clamp(min=1)
-    return torch.sparse_coo_tensor(
-        torch.stack([rows, cols]), 1.0 / degree[rows], (n, n), check_invariants=True
-    ).coalesce()
-
-
-class MeanGraphConv(nn.Module):
-    """Mean-aggregation graph convolution with separate self/neighbour weights (Eq. 5).
-
-    ``h_v^(y) = LeakyReLU(h_v^(y-1) W_1^(y) + mean_{w in N(v)} h_w^(y-1) W_2^(y))`` for users and
-    items alike (GraphSAGE's mean aggregator, Hamilton et al. 2017, as Sec. 4.2.1 cites).
-
-    Args:
-        dims: widths ``[d_0, d_1, ..., d_Y]`` (``Y`` layers).
-        negative_slope: of the LeakyReLU.
-
-    Shapes:
-        adjacency: ``[N, N]`` row-normalised (sparse or dense); x: ``[N, d_0]``; returns ``[N, d_Y]``.
-    """
-
-    def __init__(self, *, dims: Sequence[int], negative_slope: float = 0.01) -> None:
-        super().__init__()
-        if len(dims) < 2:
-            raise ValueError(f"MeanGraphConv needs at least one layer, got dims = {list(dims)}")
-        self.self_weights = nn.ModuleList(
-            nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:])
-        )
-        self.neighbour_weights = nn.ModuleList(
-            nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:])
-        )
-        self.negative_slope = negative_slope
-
-    def forward(self, adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        for w1, w2 in zip(self.self_weights, self.neighbour_weights):
-            neighbours = torch.sparse.mm(adjacency, x) if adjacency.is_sparse else adjacency @ x
-            x = F.leaky_relu(w1(x) + w2(neighbours), self.negative_slope)  # Eq. 5
-        return x
 
 
 @torch.no_grad()
@@ -184,8 +130,10 @@ def _legacy_report(report: dict) -> dict:
     return {"before_popularity_token": report["before"], "after": report["after"]}
 
 
-class MMGRec(SemanticIdRecommender, GeneralRecommender):
+class MMGRec(SemanticIdRecommender, MultimodalGeneralRecommender):
     input_type = InputType.PAIRWISE
+    requires_content = True  # Eq. 4 projects the concatenated roles of modality_roles
+    adjacency_norm = "mean"  # Eq. 5 averages the neighbours
     stages = STAGES
     # Checkpoints written before the semantic-id base named the Rec-ID buffers so.
     legacy_state_keys = {"rec_ids": "item_codes", "rec_ids_assigned": "codes_assigned"}
@@ -228,19 +176,9 @@ class MMGRec(SemanticIdRecommender, GeneralRecommender):
                 f"beam_size = {self.beam_size} is smaller than the largest top-K evaluated "
                 f"({max_topk}, key 'topk'): set beam_size >= {max_topk} or leave it empty (~)."
             )
-        modalities = config["mmgrec_modalities"] or list(dataset.modalities)
-        if not modalities:
-            raise ValueError(
-                f"MMGRec needs at least one content modality, but dataset '{config['dataset']}' "
-                f"declares none (key 'modalities' in its YAML)."
-            )
-        # Data, rebuilt from the training split (never saved with the model).
-        features = torch.cat([dataset.modality_features(m) for m in modalities], dim=1)
-        self.register_buffer("item_features", features, persistent=False)  # [n_items, F]
-        users = torch.as_tensor(dataset.inter_feat[self.USER_ID])
+        # Data, rebuilt from the training split (never saved with the model); the features and
+        # the graph come from the base class (self.features, self.adjacency).
         items = torch.as_tensor(dataset.inter_feat[self.ITEM_ID])
-        adjacency = mean_adjacency(users, items, n_users=self.n_users, n_items=self.n_items)
-        self.register_buffer("adjacency", adjacency, persistent=False)
         popularity = torch.bincount(items.long(), minlength=self.n_items).float()
         self.register_buffer("popularity", popularity, persistent=False)
         history = dataset.history_item_matrix()[0].long()  # [n_users, H] 0-padded
@@ -262,12 +200,12 @@ class MMGRec(SemanticIdRecommender, GeneralRecommender):
         # Graph RQ-VAE (Sec. 4.2.1)
         self.user_embedding = nn.Embedding(self.n_users, 2 * d)  # h_u^(0)
         self.item_cf_embedding = nn.Embedding(self.n_items, d)  # h_i^c
-        self.feature_projection = nn.Linear(features.shape[1], d, bias=False)  # W of Eq. 4
+        self.feature_projection = nn.Linear(self.features.width, d, bias=False)  # W of Eq. 4
         self.graph = MeanGraphConv(
             dims=[2 * d] + [d] * config["n_graph_layers"],
             negative_slope=config["leaky_relu_slope"],
         )
-        rqvae_in = d if self.rqvae_input == "graph" else features.shape[1]
+        rqvae_in = d if self.rqvae_input == "graph" else self.features.width
         hidden, latent = config["rqvae_hidden_size"], config["rqvae_latent_dim"]
         self.rqvae_encoder = nn.Sequential(  # E of Eq. 6
             nn.Linear(rqvae_in, hidden), nn.ReLU(), nn.Linear(hidden, latent)
@@ -396,15 +334,16 @@ class MMGRec(SemanticIdRecommender, GeneralRecommender):
     # -- Graph RQ-VAE (Sec. 4.2.1) -----------------------------------------------------------
     def graph_forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(h_u [n_users, D], h_i [n_items, D])`` after the graph convolution."""
+        features = self.features.concatenated()  # f_i, [n_items, F]
         items = torch.cat(  # Eq. 4: h_i^(0) = (f_i W) (+) h_i^c
-            [self.feature_projection(self.item_features), self.item_cf_embedding.weight], dim=1
+            [self.feature_projection(features), self.item_cf_embedding.weight], dim=1
         )
         nodes = torch.cat([self.user_embedding.weight, items])  # [n_users + n_items, 2D]
         out = self.graph(self.adjacency, nodes)  # Eq. 5
         return out[: self.n_users], out[self.n_users :]
 
     def _rqvae_inputs(self, item_repr: torch.Tensor) -> torch.Tensor:
-        return item_repr if self.rqvae_input == "graph" else self.item_features
+        return item_repr if self.rqvae_input == "graph" else self.features.concatenated()
 
     def _tokenizer_loss(self, interaction) -> torch.Tensor:
         user_repr, item_repr = self.graph_forward()

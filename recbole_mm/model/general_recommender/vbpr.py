@@ -9,8 +9,8 @@ recbole_mm's multimodal data layer end to end.
 
 Deviations:
     - The paper has one visual feature vector per item; here ``f_i`` is the concatenation of the
-      modalities named by ``vbpr_modalities`` (default: every modality the dataset declares),
-      as MMRec's VBPR does for image + text.
+      roles of ``modality_roles`` (default: every modality the dataset declares), as MMRec's
+      VBPR does for image + text.
     - The global offset and the user bias of Eq. 1 are dropped: they cancel in the BPR
       difference x_ui - x_uj and do not change a user's ranking.
     - Features are standardised per modality by default (``vbpr_feature_norm: standardize``):
@@ -29,11 +29,12 @@ Deviations:
 from __future__ import annotations
 
 import torch
-from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.model.init import xavier_normal_initialization
 from recbole.model.loss import BPRLoss, EmbLoss
 from recbole.utils import InputType
 from torch import nn
+
+from recbole_mm.model.abstract_recommender import MultimodalGeneralRecommender
 
 FEATURE_NORMS = ("standardize", "none")
 
@@ -55,20 +56,18 @@ def standardize_block(features: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class VBPR(GeneralRecommender):
+class VBPR(MultimodalGeneralRecommender):
+    """``f_i`` concatenates the roles of ``self.features`` (``modality_roles``), each
+    standardised once when built (``vbpr_feature_norm``)."""
+
     input_type = InputType.PAIRWISE
+    requires_content = True
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         # load parameters
         self.embedding_size = config["embedding_size"]
         self.reg_weight = config["reg_weight"]
-        modalities = config["vbpr_modalities"] or list(dataset.modalities)
-        if not modalities:
-            raise ValueError(
-                f"VBPR needs at least one content modality, but dataset '{config['dataset']}' "
-                f"declares none (key 'modalities' in its YAML)."
-            )
         if self.embedding_size <= 0:
             raise ValueError(f"embedding_size = {self.embedding_size} must be positive.")
         norm = config["vbpr_feature_norm"]
@@ -76,12 +75,10 @@ class VBPR(GeneralRecommender):
             raise ValueError(
                 f"vbpr_feature_norm = {norm!r} is not one of {FEATURE_NORMS}; set one of them."
             )
-        blocks = [dataset.modality_features(m) for m in modalities]
         if norm == "standardize":
-            blocks = [standardize_block(b) for b in blocks]
-        # [n_items, F]; not saved with the model: it is data, rebuilt from the dataset.
-        features = torch.cat(blocks, dim=1)
-        self.register_buffer("item_features", features, persistent=False)
+            for role in self.features:
+                self.features[role] = standardize_block(self.features[role])
+        width = self.features.width  # F
 
         # define layers: Eq. 1 of the paper, x_ui = beta_i + gamma_u.gamma_i + theta_u.(E f_i)
         # + beta'.f_i
@@ -89,8 +86,8 @@ class VBPR(GeneralRecommender):
         self.user_theta = nn.Embedding(self.n_users, self.embedding_size)
         self.item_gamma = nn.Embedding(self.n_items, self.embedding_size)
         self.item_bias = nn.Embedding(self.n_items, 1)
-        self.projection = nn.Linear(features.shape[1], self.embedding_size, bias=False)  # E
-        self.feature_bias = nn.Linear(features.shape[1], 1, bias=False)  # beta'
+        self.projection = nn.Linear(width, self.embedding_size, bias=False)  # E
+        self.feature_bias = nn.Linear(width, 1, bias=False)  # beta'
         self.bpr_loss = BPRLoss()
         self.reg_loss = EmbLoss()
 
@@ -105,18 +102,11 @@ class VBPR(GeneralRecommender):
 
     def _items(self, item=None):
         """Item side of Eq. 1 for ``item`` (all items if None): ``([*, 2d] repr, [*] offset)``."""
+        features = self.features.concatenated(item)  # f_i, [*, F]
         if item is None:
-            features, gamma, bias = (
-                self.item_features,
-                self.item_gamma.weight,
-                self.item_bias.weight,
-            )
+            gamma, bias = self.item_gamma.weight, self.item_bias.weight
         else:
-            features, gamma, bias = (
-                self.item_features[item],
-                self.item_gamma(item),
-                self.item_bias(item),
-            )
+            gamma, bias = self.item_gamma(item), self.item_bias(item)
         item_repr = torch.cat([gamma, self.projection(features)], dim=-1)  # [*, 2d]
         return item_repr, (bias + self.feature_bias(features)).squeeze(-1)
 
@@ -127,7 +117,7 @@ class VBPR(GeneralRecommender):
         pos_score = self.forward(user, pos_item)
         neg_score = self.forward(user, neg_item)
         items = torch.cat([pos_item, neg_item])
-        content = self.item_features[items]
+        content = self.features.concatenated(items)
         reg = self.reg_loss(
             self.user_gamma(user),
             self.user_theta(user),

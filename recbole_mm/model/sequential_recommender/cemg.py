@@ -49,14 +49,14 @@ import math
 
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_mm.data.dataset import MultimodalSequentialDataset, training_pairs
+from recbole_mm.data.dataset import MultimodalSequentialDataset
+from recbole_mm.model.abstract_recommender import MultimodalSequentialRecommender
 from recbole_mm.model.generative import SemanticIdRecommender, placeholder_codes, warn_renamed
 from recbole_mm.model.layers.fusion import CollaborativeGuidedFusion
-from recbole_mm.model.layers.graph import LightGCNPropagation, normalized_adjacency
+from recbole_mm.model.layers.graph import LightGCNPropagation
 from recbole_mm.model.layers.pca import PCA
 from recbole_mm.model.layers.quantizer import (
     CodeSpaceFull,
@@ -114,8 +114,15 @@ class CEMGDataset(MultimodalSequentialDataset):
         super().__init__(config)
 
 
-class CEMG(SemanticIdRecommender, SequentialRecommender):
+class CEMG(SemanticIdRecommender, MultimodalSequentialRecommender):
+    """Content roles visual and textual (``modality_roles``, ``self.features``, PCA-reduced
+    in ``__init__``) and the LightGCN graph of the training sequences (``self.adjacency``)
+    come from :class:`~recbole_mm.model.abstract_recommender.MultimodalRecommender`."""
+
     input_type = InputType.POINTWISE
+    content_roles = ROLES
+    require_content_roles = True
+    adjacency_norm = "symmetric"
     stages = ("collab", "tokenizer", "generator")
     dataset_class = CEMGDataset
 
@@ -124,9 +131,7 @@ class CEMG(SemanticIdRecommender, SequentialRecommender):
         # load parameters
         self.dim = config["embedding_size"]
         self.use_collab = config["use_collab"]
-        roles = config["modality_roles"] or {}
-        use = {"visual": config["use_visual"], "textual": config["use_textual"]}
-        self.roles = [r for r in ROLES if use[r]]
+        self.roles = list(self.modality_roles)  # the content roles used, in ROLES order
         self.gcn_layers = config["gcn_layers"]
         self.reg_weight = config["reg_weight"]
         self.n_levels = config["rq_levels"]
@@ -140,17 +145,14 @@ class CEMG(SemanticIdRecommender, SequentialRecommender):
         self.beam_size = config["beam_size"] or self.max_topk
         self.generation_batch_size = config["generation_batch_size"]
         self.generation_backend = config["generation_backend"]
-        self._check(config, dataset, roles)
+        self._check(config)
 
-        # data: PCA-reduced content (Sec. 3.2), the training graph, item popularity
-        content = [self._reduce(dataset.modality_features(roles[r])) for r in self.roles]
-        self.register_buffer(
-            "content", torch.stack(content) if content else torch.zeros(0), persistent=False
-        )  # [n_roles, n_items, d]
-        users, items = training_pairs(dataset)
+        # data: PCA-reduced content (Sec. 3.2), item popularity; the training graph is the base
+        # class's self.adjacency
+        for role in self.roles:
+            self.features[role] = self._reduce(self.features[role])  # [n_items, d]
+        _, items = dataset.interaction_pairs()
         self.n_users = dataset.num(self.USER_ID)
-        adjacency = normalized_adjacency(users, items, n_users=self.n_users, n_items=self.n_items)
-        self.register_buffer("adjacency", adjacency, persistent=False)
         popularity = torch.bincount(items, minlength=self.n_items)
         self.register_buffer("item_popularity", popularity, persistent=False)  # [n_items]
 
@@ -199,18 +201,12 @@ class CEMG(SemanticIdRecommender, SequentialRecommender):
         nn.init.normal_(self.item_embedding.weight, std=0.1)
 
     # -- configuration ------------------------------------------------------------------------
-    def _check(self, config, dataset, roles):
+    def _check(self, config):
         if not self.use_collab and not self.roles:
-            raise ValueError("CEMG: use_collab, use_visual and use_textual are all False.")
-        for role in self.roles:
-            name = roles.get(role)
-            if name not in dataset.modalities:
-                raise ValueError(
-                    f"CEMG: modality_roles['{role}'] = {name!r}, but dataset "
-                    f"'{config['dataset']}' has modalities {list(dataset.modalities)}. Map the "
-                    f"role to one of them (e.g. --modality_roles=\"{{'visual': 'kg', 'textual': "
-                    f"'text'}}\" on ml-100k-mm) or switch it off with use_{role}=False."
-                )
+            raise ValueError(
+                f"CEMG: use_collab is False and modality_roles = {config['modality_roles']!r} "
+                "uses no content role: nothing would represent the items."
+            )
         if self.generation_backend not in ("hf", "shared"):
             raise ValueError(
                 f"generation_backend = {self.generation_backend!r} must be 'hf' "
@@ -281,7 +277,7 @@ class CEMG(SemanticIdRecommender, SequentialRecommender):
         if not self.roles:
             parts = [collab]
         else:
-            fused, _ = self.fusion(collab, list(self.content))
+            fused, _ = self.fusion(collab, self.features.values())
             parts = [fused] if collab is None else [fused[:, : self.dim], collab]
         parts = [p / p[1:].pow(2).sum(1).mean().sqrt().clamp_min(1e-12) for p in parts]
         return torch.cat(parts, 1)
@@ -290,7 +286,7 @@ class CEMG(SemanticIdRecommender, SequentialRecommender):
         """LightGCN's BPR with the fused content added to the item side (trains Eq. 2)."""
         users, items = self._propagate()
         if self.roles:
-            content, _ = self.fusion(items if self.use_collab else None, list(self.content))
+            content, _ = self.fusion(items if self.use_collab else None, self.features.values())
             items = items + content[:, : self.dim]
         user = interaction[self.USER_ID]
         pos = interaction[self.POS_ITEM_ID]

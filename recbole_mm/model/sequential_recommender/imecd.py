@@ -46,22 +46,21 @@ Deviations (the paper is silent unless said otherwise):
     - Evaluation noise (``x_T`` and the per-step noise of Eq. 18) comes from a
       ``torch.Generator`` seeded with ``seed`` and re-seeded whenever the model enters eval
       mode, so that every evaluation of the same weights gives the same scores.
-    - Branches: ``imecd_modalities`` maps the content roles text and image to any dataset
-      modalities (e.g. image -> kg on ml-100k-mm); a role mapped to null is dropped, which is
-      the paper's "w/o Text" / "w/o Image" ablation.
+    - Branches: ``modality_roles`` maps the content roles textual and visual (the paper's text
+      and image branches) to any dataset modalities (by default the dataset's, e.g. kg plays
+      the visual role on ml-100k-mm); a role mapped to null is dropped, which is the paper's
+      "w/o Text" / "w/o Image" ablation.
 """
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
-from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.layers import TransformerEncoder
 from recbole.utils import InputType
 from torch import Tensor, nn
 
+from recbole_mm.model.abstract_recommender import MultimodalSequentialRecommender
 from recbole_mm.model.layers.diffusion import (
     NoiseSchedule,
     ddim_sample,
@@ -71,9 +70,8 @@ from recbole_mm.model.layers.diffusion import (
 from recbole_mm.model.layers.moe import GuidedMixtureOfExperts
 from recbole_mm.model.layers.sequence_vq import SequenceQuantizer
 
-logger = logging.getLogger("recbole_mm")
-
-CONTENT_ROLES = ("text", "image")
+# Content role -> branch; the branch names key the modules (and so the checkpoints).
+BRANCHES = {"textual": "text", "visual": "image"}
 
 
 class _Denoiser(nn.Module):
@@ -142,8 +140,12 @@ def left_align(item_seq: Tensor, item_seq_len: Tensor) -> Tensor:
     return torch.where(index >= 0, item_seq.gather(1, index.clamp(min=0)), 0)
 
 
-class IMECD(SequentialRecommender):
+class IMECD(MultimodalSequentialRecommender):
+    """The content branches are the roles of ``modality_roles`` (``self.features``), from
+    :class:`~recbole_mm.model.abstract_recommender.MultimodalRecommender`."""
+
     input_type = InputType.POINTWISE  # softmax over all items: no negative sampling
+    content_roles = tuple(BRANCHES)
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -157,7 +159,7 @@ class IMECD(SequentialRecommender):
         self.use_id_moe = config["use_id_moe"]
         self.use_vq = config["use_vq"]
         self.eval_seed = int(config["seed"])
-        self.roles = self._resolve_roles(config, dataset)
+        self.roles = {BRANCHES[role]: role for role in self.modality_roles}  # branch -> role
         self.branches = ("id", *self.roles)
         self._check_config(config)
 
@@ -165,12 +167,11 @@ class IMECD(SequentialRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.projections = nn.ModuleDict()  # Eq. 1-2
         self.experts = nn.ModuleDict()  # Eq. 3-6
-        for role, modality in self.roles.items():
-            features = dataset.modality_features(modality)  # [n_items, d_m]; data, not saved
-            self.register_buffer(f"{role}_features", features, persistent=False)
-            self.projections[role] = nn.Linear(features.shape[1], self.hidden_size)
+        for branch, role in self.roles.items():
+            width = self.features[role].shape[1]  # d_m
+            self.projections[branch] = nn.Linear(width, self.hidden_size)
             if self.use_id_moe:
-                self.experts[role] = GuidedMixtureOfExperts(
+                self.experts[branch] = GuidedMixtureOfExperts(
                     dim=self.hidden_size, guide_dim=self.hidden_size, n_experts=config["n_experts"]
                 )
         self.embedding_dropout = nn.Dropout(config["hidden_dropout_prob"])
@@ -219,42 +220,6 @@ class IMECD(SequentialRecommender):
         self.apply(self._init_weights)
 
     # -- configuration ------------------------------------------------------------------------
-    @staticmethod
-    def _resolve_roles(config, dataset) -> dict[str, str]:
-        """``{content role: dataset modality}`` from ``imecd_modalities``."""
-        available = tuple(dataset.modalities)
-        requested = config["imecd_modalities"]
-        if requested is None:
-            roles = {r: r for r in CONTENT_ROLES if r in available}
-            absent = [r for r in CONTENT_ROLES if r not in roles]
-            if absent:
-                logger.warning(
-                    "IMECD: dataset '%s' has no modality named %s; those branches are off. Map "
-                    "the roles with imecd_modalities, e.g. {text: text, image: kg} (modalities "
-                    "of this dataset: %s).",
-                    config["dataset"],
-                    absent,
-                    list(available),
-                )
-            return roles
-        if not isinstance(requested, dict) or not set(requested) <= set(CONTENT_ROLES):
-            raise ValueError(
-                f"imecd_modalities = {requested!r} must map the roles {list(CONTENT_ROLES)} to "
-                f"dataset modalities (or null to drop a role), e.g. {{text: text, image: image}}."
-            )
-        roles = {}
-        for role, modality in requested.items():
-            if modality is None:
-                continue
-            if modality not in available:
-                raise ValueError(
-                    f"imecd_modalities['{role}'] = {modality!r}, but dataset "
-                    f"'{config['dataset']}' has the modalities {list(available)}. Map the role "
-                    f"to one of them, or to null to run without the {role} branch."
-                )
-            roles[role] = modality
-        return roles
-
     def _check_config(self, config) -> None:
         checks = {
             "hidden_size": self.hidden_size > 0,
@@ -313,11 +278,11 @@ class IMECD(SequentialRecommender):
         """Every item's representation per branch, ``{m: [n_items, d]}``."""
         id_emb = self.item_embedding.weight
         reps = {"id": id_emb}
-        for role in self.roles:
-            e = self.projections[role](getattr(self, f"{role}_features"))  # Eq. 1-2
+        for branch, role in self.roles.items():
+            e = self.projections[branch](self.features[role])  # Eq. 1-2
             if self.use_id_moe:
-                e = self.experts[role](e, id_emb)  # Eq. 3-6, gated by the ID embedding
-            reps[role] = e
+                e = self.experts[branch](e, id_emb)  # Eq. 3-6, gated by the ID embedding
+            reps[branch] = e
         return reps
 
     def forward(
