@@ -393,6 +393,266 @@ class ConversionReport:
         return out
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageSource:
+    """Where the image features come from: the 2014 ``.b`` file (``features_file``), or a folder
+    of ``<asin>.<ext>`` images (``image_dir``) and the vision model that encodes them
+    (``model``, optionally a named ``preset``; ``encoder`` replaces it)."""
+
+    features_file: str | Path | None = None
+    image_dir: str | Path | None = None
+    model: str | None = None
+    preset: str | None = None
+    encoder: ImageEncoder | None = None
+
+    @property
+    def given(self) -> bool:
+        return self.features_file is not None or self.image_dir is not None
+
+    def rows(
+        self,
+        asins: list[str],
+        *,
+        batch_size: int = 64,
+        device: str | None = None,
+        show_progress: bool = True,
+    ) -> tuple[list[str], np.ndarray]:
+        """``(asins that have an image feature, float32 [len, d])``; the ``.b`` file keeps its
+        order, the folder's images are encoded in asin order (unreadable ones left out)."""
+        if self.features_file is not None:
+            return read_image_features_b(
+                self.features_file, items=asins, show_progress=show_progress
+            )
+        files = find_item_images(self.image_dir, asins)
+        if not files:
+            raise ConversionError(
+                f"None of the {len(asins)} items has an image in {self.image_dir} (files must be "
+                f"named <asin>.<ext>, ext one of {', '.join(IMAGE_EXTENSIONS)})."
+            )
+        named = sorted(files)
+        encode = self.encoder or _default_image_encoder(
+            self.model,
+            preset=self.preset,
+            batch_size=batch_size,
+            device=device,
+            show_progress=show_progress,
+        )
+        features, mask = encode([files[asin] for asin in named])
+        kept = [asin for asin, ok in zip(named, mask, strict=True) if ok]
+        return kept, np.asarray(features, dtype=np.float32)[np.asarray(mask, dtype=bool)]
+
+
+def check_options(
+    *,
+    release: str,
+    split: str,
+    text: bool,
+    text_fields: Sequence[str],
+    text_model: str | None,
+    text_preset: str | None,
+    image: ImageSource,
+    drop_items_without: Sequence[str],
+) -> None:
+    """Stage 0: refuse unknown or contradictory options before any file is read (a named
+    encoder's local folder included)."""
+    if release not in RELEASES:
+        raise ConversionError(f"release must be one of {RELEASES}, got {release!r}.")
+    if split not in SPLITS:
+        raise ConversionError(f"split must be one of {SPLITS}, got {split!r}.")
+    unknown = set(drop_items_without) - set(MODALITIES)
+    if unknown:
+        raise ConversionError(f"drop_items_without has {sorted(unknown)}; use text and/or image.")
+    if image.features_file is not None and image.image_dir is not None:
+        raise ConversionError("Give either --image-features (2014 .b) or --image-dir, not both.")
+    if image.image_dir is not None and image.model is None and image.encoder is None:
+        raise ConversionError(
+            "--image-dir needs --image-model, the transformers vision model that encodes the "
+            "images (e.g. google/vit-base-patch16-224, or a local folder)."
+        )
+    _check_presets(text_preset, text_model, image.preset, image.model)
+    if "image" in drop_items_without and not image.given:
+        raise ConversionError("--drop-items-without image needs an image source.")
+    if "text" in drop_items_without and not text:
+        raise ConversionError("--drop-items-without text contradicts --no-text.")
+    for field in text_fields:
+        if field not in TEXT_FIELDS:
+            raise ConversionError(f"text field {field!r} is not one of {TEXT_FIELDS}.")
+
+
+def read_interactions_and_meta(
+    reviews: str | Path,
+    meta: str | Path,
+    *,
+    release: str,
+    report: ConversionReport,
+    show_progress: bool = True,
+) -> tuple[pd.DataFrame, dict[str, dict]]:
+    """Stage 1: the reviews as interactions (the earliest of each user-item pair kept) and the
+    metadata records of their items.
+
+    Fills ``report.interactions_read``, ``duplicates_removed`` and ``items_without_meta``.
+
+    Raises:
+        ConversionError: no reviewed item has a metadata record (files of different categories
+            or releases), or a file cannot be read.
+    """
+    inter = read_reviews(reviews, show_progress=show_progress)
+    report.interactions_read = len(inter)
+    inter, report.duplicates_removed = drop_duplicate_pairs(inter)
+    candidates = sorted(set(inter["item_id"]))
+    records = read_meta(meta, release=release, items=candidates, show_progress=show_progress)
+    report.items_without_meta = sum(asin not in records for asin in candidates)
+    if report.items_without_meta == len(candidates):
+        raise ConversionError(
+            f"No item of {reviews} has a record in {meta}: the two files are of different "
+            f"categories or releases."
+        )
+    return inter, records
+
+
+def drop_items_lacking(
+    inter: pd.DataFrame,
+    *,
+    without_text: set[str] | None,
+    without_image: set[str] | None,
+    report: ConversionReport,
+) -> pd.DataFrame:
+    """Stage 2 (``drop_items_without``): remove the interactions of items without a text
+    sentence or an image feature (None: keep them), before the k-core filter.
+
+    Fills ``report.items_dropped``.
+    """
+    for modality, asins in (("text", without_text), ("image", without_image)):
+        if asins is None:
+            continue
+        report.items_dropped[modality] = len(asins)
+        inter = inter[~inter["item_id"].isin(asins)]
+    return inter
+
+
+def filter_core(
+    inter: pd.DataFrame, *, k: int, source: str, report: ConversionReport
+) -> tuple[pd.DataFrame, list[str]]:
+    """Stage 3: the ``k``-core of the interactions, sorted by user then time (file order
+    breaking ties), and its items in sorted order (the dataset's item tokens).
+
+    Fills ``report.kcore_rounds``, ``users``, ``items`` and ``interactions``.
+    """
+    inter, report.kcore_rounds = kcore_filter(inter, k=k, source=source)
+    inter = inter.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
+    items = sorted(set(inter["item_id"]))
+    report.users, report.items, report.interactions = (
+        inter["user_id"].nunique(),
+        len(items),
+        len(inter),
+    )
+    return inter, items
+
+
+def write_atomic_files(
+    folder: Path,
+    name: str,
+    inter: pd.DataFrame,
+    items: list[str],
+    records: dict[str, dict],
+    *,
+    split: str,
+    seed: int,
+    report: ConversionReport,
+    show_progress: bool = True,
+) -> tuple[list[Path], list[Path]]:
+    """Stage 4: the interaction files (``mmrec``: the seeded per-user 8:1:1 benchmark files;
+    ``loo``: one ``<name>.inter``) and ``<name>.item`` with the titles.
+
+    Fills ``report.users_dropped_by_split`` and ``split_sizes`` (``mmrec``).
+
+    Returns:
+        ``(files written, files of the other split layout to remove)``.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if split == "mmrec":
+        labels = mmrec_split(inter, seed=seed, show_progress=show_progress)
+        kept_users = inter["user_id"][labels >= 0].nunique()
+        report.users_dropped_by_split = report.users - kept_users
+        report.split_sizes = write_benchmark(folder, name, inter, labels)
+        written += [folder / f"{name}.{phase}.inter" for phase in BENCHMARK_PHASES]
+        stale = [folder / f"{name}.inter"]
+    else:
+        written.append(write_inter(folder / f"{name}.inter", inter))
+        stale = [folder / f"{name}.{phase}.inter" for phase in BENCHMARK_PHASES]
+    titles = [clean_text((records.get(asin) or {}).get("title")) for asin in items]
+    written.append(write_item_file(folder / f"{name}.item", items, titles))
+    return written, stale
+
+
+def write_text_features(
+    folder: Path,
+    name: str,
+    items: list[str],
+    sentences: dict[str, str],
+    *,
+    encode: TextEncoder,
+    report: ConversionReport,
+) -> tuple[Path, Path]:
+    """Stage 5a: ``<name>.text.npy/.tokens``, one encoded sentence per item that has one.
+
+    Fills ``report.items_without_text`` and ``text_dim``.
+    """
+    from recbole_mm.data.features import save_modality
+
+    with_text = [asin for asin in items if sentences[asin]]
+    report.items_without_text = len(items) - len(with_text)
+    matrix = encode([sentences[asin] for asin in with_text])
+    written = save_modality(folder, name, "text", tokens=with_text, features=matrix)
+    report.text_dim = int(np.asarray(matrix).shape[1])
+    return written
+
+
+def write_image_features(
+    folder: Path,
+    name: str,
+    items: list[str],
+    rows: tuple[list[str], np.ndarray],
+    *,
+    source: str | Path,
+    report: ConversionReport,
+) -> tuple[Path, Path]:
+    """Stage 5b: ``<name>.image.npy/.tokens``: the rows (``(asins, matrix)``, as
+    :meth:`ImageSource.rows` gives them) of the dataset's items, in the rows' order.
+
+    Fills ``report.items_without_image`` and ``image_dim``.
+
+    Raises:
+        ConversionError: no item has a row (``source``, named in the message, is of another
+            category).
+    """
+    from recbole_mm.data.features import save_modality
+
+    image_tokens, image_matrix = rows
+    keep = set(items)
+    kept = [i for i, asin in enumerate(image_tokens) if asin in keep]
+    tokens = [image_tokens[i] for i in kept]
+    report.items_without_image = len(items) - len(tokens)
+    if not tokens:
+        raise ConversionError(
+            f"None of the {len(items)} items has an image feature in {source}: the file belongs "
+            f"to another category, or pass --no-image."
+        )
+    written = save_modality(folder, name, "image", tokens=tokens, features=image_matrix[kept])
+    report.image_dim = int(image_matrix.shape[1])
+    return written
+
+
+def write_image_urls(path: str | Path, items: list[str], records: dict[str, dict]) -> Path:
+    """``asin<TAB>image URL`` of each item whose metadata names one: a list to download."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{asin}\t{image_url(records.get(asin))}" for asin in items]
+    path.write_text("".join(line + "\n" for line in lines if not line.endswith("\tNone")))
+    return path
+
+
 def convert_amazon(
     *,
     release: str,
@@ -420,6 +680,12 @@ def convert_amazon(
     image_encoder: ImageEncoder | None = None,
 ) -> ConversionReport:
     """Convert one Amazon category; see the module docstring for the files written.
+
+    The stages, in order: :func:`check_options`, :func:`read_interactions_and_meta`,
+    :func:`drop_items_lacking` (with ``drop_items_without``), :func:`filter_core`,
+    :func:`write_atomic_files`, :func:`write_text_features`, :func:`write_image_features`,
+    :func:`write_image_urls`, and the removal of files an earlier run left plus
+    ``<name>.build.json``.
 
     Args:
         release: ``"2014"`` or ``"2018"``.
@@ -452,146 +718,75 @@ def convert_amazon(
         for key, value in locals().items()
         if key not in ("text_encoder", "image_encoder", "show_progress")
     }
-    if release not in RELEASES:
-        raise ConversionError(f"release must be one of {RELEASES}, got {release!r}.")
-    if split not in SPLITS:
-        raise ConversionError(f"split must be one of {SPLITS}, got {split!r}.")
-    unknown = set(drop_items_without) - set(MODALITIES)
-    if unknown:
-        raise ConversionError(f"drop_items_without has {sorted(unknown)}; use text and/or image.")
-    if image_features is not None and image_dir is not None:
-        raise ConversionError("Give either --image-features (2014 .b) or --image-dir, not both.")
-    if image_dir is not None and image_model is None and image_encoder is None:
-        raise ConversionError(
-            "--image-dir needs --image-model, the transformers vision model that encodes the "
-            "images (e.g. google/vit-base-patch16-224, or a local folder)."
-        )
-    _check_presets(text_preset, text_model, image_preset, image_model)
-    has_image = image_features is not None or image_dir is not None
-    if "image" in drop_items_without and not has_image:
-        raise ConversionError("--drop-items-without image needs an image source.")
-    if "text" in drop_items_without and not text:
-        raise ConversionError("--drop-items-without text contradicts --no-text.")
-    for field in text_fields:
-        if field not in TEXT_FIELDS:
-            raise ConversionError(f"text field {field!r} is not one of {TEXT_FIELDS}.")
-
+    image = ImageSource(
+        features_file=image_features,
+        image_dir=image_dir,
+        model=image_model,
+        preset=image_preset,
+        encoder=image_encoder,
+    )
+    encoding = dict(batch_size=batch_size, device=device, show_progress=show_progress)
+    check_options(
+        release=release,
+        split=split,
+        text=text,
+        text_fields=text_fields,
+        text_model=text_model,
+        text_preset=text_preset,
+        image=image,
+        drop_items_without=drop_items_without,
+    )
     report = ConversionReport()
-    folder = Path(out) / name
-    inter = read_reviews(reviews, show_progress=show_progress)
-    report.interactions_read = len(inter)
-    inter, report.duplicates_removed = drop_duplicate_pairs(inter)
+    inter, records = read_interactions_and_meta(
+        reviews, meta, release=release, report=report, show_progress=show_progress
+    )
     candidates = sorted(set(inter["item_id"]))
-    records = read_meta(meta, release=release, items=candidates, show_progress=show_progress)
-    report.items_without_meta = sum(asin not in records for asin in candidates)
-    if report.items_without_meta == len(candidates):
-        raise ConversionError(
-            f"No item of {reviews} has a record in {meta}: the two files are of different "
-            f"categories or releases."
-        )
     sentences = {asin: item_sentence(records.get(asin), fields=text_fields) for asin in candidates}
-
-    def image_rows(asins: list[str]) -> tuple[list[str], np.ndarray]:
-        if image_features is not None:
-            return read_image_features_b(image_features, items=asins, show_progress=show_progress)
-        files = find_item_images(image_dir, asins)
-        if not files:
-            raise ConversionError(
-                f"None of the {len(asins)} items has an image in {image_dir} (files must be named "
-                f"<asin>.<ext>, ext one of {', '.join(IMAGE_EXTENSIONS)})."
-            )
-        named = sorted(files)
-        encode = image_encoder or _default_image_encoder(
-            image_model,
-            preset=image_preset,
-            batch_size=batch_size,
-            device=device,
-            show_progress=show_progress,
-        )
-        features, mask = encode([files[asin] for asin in named])
-        kept = [asin for asin, ok in zip(named, mask, strict=True) if ok]
-        return kept, np.asarray(features, dtype=np.float32)[np.asarray(mask, dtype=bool)]
-
-    image_tokens: list[str] | None = None
-    image_matrix: np.ndarray | None = None
-    if "image" in drop_items_without:
-        image_tokens, image_matrix = image_rows(candidates)
-    drop: dict[str, set[str]] = {}
-    if "text" in drop_items_without:
-        drop["text"] = {asin for asin in candidates if not sentences[asin]}
-    if image_tokens is not None:
-        drop["image"] = set(candidates) - set(image_tokens)
-    for modality, asins in drop.items():
-        report.items_dropped[modality] = len(asins)
-        inter = inter[~inter["item_id"].isin(asins)]
-
-    inter, report.kcore_rounds = kcore_filter(inter, k=k_core, source=str(reviews))
-    inter = inter.sort_values(["user_id", "timestamp"], kind="stable").reset_index(drop=True)
-    items = sorted(set(inter["item_id"]))
-    report.users, report.items, report.interactions = (
-        inter["user_id"].nunique(),
-        len(items),
-        len(inter),
+    image_rows = image.rows(candidates, **encoding) if "image" in drop_items_without else None
+    inter = drop_items_lacking(
+        inter,
+        without_text=(
+            {asin for asin in candidates if not sentences[asin]}
+            if "text" in drop_items_without
+            else None
+        ),
+        without_image=None if image_rows is None else set(candidates) - set(image_rows[0]),
+        report=report,
+    )
+    inter, items = filter_core(inter, k=k_core, source=str(reviews), report=report)
+    folder = Path(out) / name
+    written, stale = write_atomic_files(
+        folder,
+        name,
+        inter,
+        items,
+        records,
+        split=split,
+        seed=seed,
+        report=report,
+        show_progress=show_progress,
     )
 
-    folder.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    if split == "mmrec":
-        labels = mmrec_split(inter, seed=seed, show_progress=show_progress)
-        kept_users = inter["user_id"][labels >= 0].nunique()
-        report.users_dropped_by_split = report.users - kept_users
-        report.split_sizes = write_benchmark(folder, name, inter, labels)
-        written += [folder / f"{name}.{phase}.inter" for phase in BENCHMARK_PHASES]
-        stale = [folder / f"{name}.inter"]
-    else:
-        written.append(write_inter(folder / f"{name}.inter", inter))
-        stale = [folder / f"{name}.{phase}.inter" for phase in BENCHMARK_PHASES]
-
-    titles = [clean_text((records.get(asin) or {}).get("title")) for asin in items]
-    written.append(write_item_file(folder / f"{name}.item", items, titles))
-
-    from recbole_mm.data.features import feature_file_names, save_modality
+    from recbole_mm.data.features import feature_file_names
 
     if text:
-        with_text = [asin for asin in items if sentences[asin]]
-        report.items_without_text = len(items) - len(with_text)
-        encode_text = text_encoder or _default_text_encoder(
-            text_model,
-            preset=text_preset,
-            batch_size=batch_size,
-            device=device,
-            show_progress=show_progress,
-        )
-        matrix = encode_text([sentences[asin] for asin in with_text])
-        written += save_modality(folder, name, "text", tokens=with_text, features=matrix)
-        report.text_dim = int(np.asarray(matrix).shape[1])
+        encode = text_encoder or _default_text_encoder(text_model, preset=text_preset, **encoding)
+        written += write_text_features(folder, name, items, sentences, encode=encode, report=report)
     else:
         stale += [folder / file for file in feature_file_names(name, "text")]
-
-    if has_image:
-        if image_tokens is None:
-            image_tokens, image_matrix = image_rows(items)
-        keep = set(items)
-        rows = [i for i, asin in enumerate(image_tokens) if asin in keep]
-        tokens = [image_tokens[i] for i in rows]
-        report.items_without_image = len(items) - len(tokens)
-        if not tokens:
-            raise ConversionError(
-                f"None of the {len(items)} items has an image feature in "
-                f"{image_features or image_dir}: the file belongs to another category, or pass "
-                f"--no-image."
-            )
-        written += save_modality(folder, name, "image", tokens=tokens, features=image_matrix[rows])
-        report.image_dim = int(image_matrix.shape[1])
+    if image.given:
+        written += write_image_features(
+            folder,
+            name,
+            items,
+            image_rows if image_rows is not None else image.rows(items, **encoding),
+            source=image_features or image_dir,
+            report=report,
+        )
     else:
         stale += [folder / file for file in feature_file_names(name, "image")]
-
     if image_urls is not None:
-        urls = Path(image_urls)
-        urls.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"{asin}\t{image_url(records.get(asin))}" for asin in items]
-        urls.write_text("".join(line + "\n" for line in lines if not line.endswith("\tNone")))
-        written.append(urls)
+        written.append(write_image_urls(image_urls, items, records))
 
     remove_stale(stale)
     record = {

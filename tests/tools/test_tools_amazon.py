@@ -23,11 +23,18 @@ from tools_fixtures import (
 )
 
 from dataset_tools.amazon import (
+    ConversionReport,
+    ImageSource,
     convert_amazon,
+    drop_items_lacking,
+    filter_core,
     item_sentence,
     read_image_features_b,
+    read_interactions_and_meta,
     read_meta,
     read_reviews,
+    write_atomic_files,
+    write_image_features,
 )
 from dataset_tools.common import ConversionError, mmrec_split_sizes
 from recbole_mm.data.features import ModalitySpec, load_modality
@@ -182,6 +189,37 @@ def test_loo_writes_one_sorted_inter_and_removes_stale_split_files(raw_2014, tmp
     ordered = inter.sort_values(["user_id:token", "timestamp:float"], kind="stable")
     assert inter.index.equals(ordered.index)
     assert len(inter) == sum(len(v) for v in expected_core().values())
+
+
+def test_each_stage_runs_alone(raw_2014, tmp_path):
+    report = ConversionReport()
+    inter, records = read_interactions_and_meta(
+        raw_2014["reviews"], raw_2014["meta"], release="2014", report=report, show_progress=False
+    )
+    assert (report.duplicates_removed, report.items_without_meta) == (1, 1)
+    assert NO_META_ITEM not in records and len(inter) == report.interactions_read - 1
+    fewer = drop_items_lacking(
+        inter, without_text={NO_META_ITEM}, without_image=None, report=report
+    )
+    assert report.items_dropped == {"text": 1} and NO_META_ITEM not in set(fewer["item_id"])
+
+    core, items = filter_core(inter, k=5, source="reviews", report=report)
+    assert items == CORE_ITEMS and report.kcore_rounds == 3
+    assert list(core.groupby("user_id", sort=True)["item_id"].apply(sorted)) == [
+        sorted(v) for _, v in sorted(expected_core().items())
+    ]
+    written, stale = write_atomic_files(
+        tmp_path, "b", core, items, records, split="loo", seed=0, report=report, show_progress=False
+    )
+    assert written == [tmp_path / "b.inter", tmp_path / "b.item"]
+    assert stale == [tmp_path / f"b.{phase}.inter" for phase in ("train", "valid", "test")]
+
+    rows = ImageSource(features_file=raw_2014["image_features"]).rows(items, show_progress=False)
+    write_image_features(tmp_path, "b", items, rows, source="the .b file", report=report)
+    tokens, _ = load_modality(ModalitySpec.from_config("image", {}, folder=tmp_path, dataset="b"))
+    assert tokens == [a for a in CORE_ITEMS if a != NO_IMAGE_ITEM]
+    with pytest.raises(ConversionError, match="None of the 2 items has an image feature in x"):
+        write_image_features(tmp_path, "b", ["y", "z"], rows, source="x", report=report)
 
 
 def test_sentence_template_2014_and_2018():
