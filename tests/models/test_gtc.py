@@ -325,3 +325,14 @@ def test_centred_content_shares_no_direction_across_items_or_users(tiny):
                 assert mean_cosine < 0.5
             else:
                 assert mean_cosine > 0.9
+
+
+def test_fusion_offset_sets_the_initial_gate(tiny_root):
+    """gtc_fusion_offset: the gate starts at sigmoid(cos / tau - offset) for every node."""
+    config, train, _, _ = tiny_splits(tiny_root, "GTC", gtc_fusion_offset=4.0)
+    model = seeded_model("GTC", config, train)
+    assert float(model.fusion_offset) == 4.0
+    s, contents = model._encode()
+    fused = model._fuse(s, contents)
+    alpha = (fused - s).norm(dim=-1) / s.norm(dim=-1).clamp(min=1e-12)  # match: ||S_f|| = a ||S||
+    assert alpha.max() < torch.sigmoid(torch.tensor(1.0 - 4.0)) + 1e-6
