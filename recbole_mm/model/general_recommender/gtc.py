@@ -185,8 +185,8 @@ class GTC(MultimodalGeneralRecommender):
         self.log_fusion_temperature = nn.Parameter(
             torch.tensor(math.log(config["gtc_fusion_temperature"]))
         )
-        # Eq. 10's second option ("no content") has a learnable logit, gtc_fusion_offset at the start: the gate
-        # can close for every node when the content does not help the ranking.
+        # Eq. 10's second option ("no content") has a learnable logit (gtc_fusion_offset at the
+        # start): the gate can close for every node when the content does not help the ranking.
         self.fusion_offset = nn.Parameter(torch.tensor(float(config["gtc_fusion_offset"])))
         self.bpr_loss = BPRLoss()
         self.reg_loss = EmbLoss(norm=2)
