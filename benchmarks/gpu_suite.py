@@ -74,23 +74,23 @@ SMOKE_COMMON = {
     "valid_metric": "NDCG@10",
 }
 SMOKE_MODEL_SETTINGS: dict[str, dict] = {
-    "GTC": {"gtc_diffusion_steps": 10, "gtc_denoiser_hidden_size": 8},
+    "GTC": {"diffusion_steps": 10, "gtc_denoiser_hidden_size": 8},
     "IMECD": {
-        "n_steps": 4,
-        "n_codes": 4,
+        "diffusion_steps": 4,
+        "vq_codebook_size": 4,
         "n_experts": 2,
         "id_n_layers": 1,
         "n_heads": 2,
     },
     "MMGRec": {
         "stage_epochs": {"tokenizer": 1, "generator": 1},
-        "codebook_size": 4,
-        "n_semantic_levels": 2,
+        "rq_codebook_size": 4,
+        "rq_levels": 2,
         "popularity_vocab_size": 32,
-        "rqvae_latent_dim": 4,
-        "rqvae_hidden_size": 8,
+        "rq_latent_dim": 4,
+        "rq_hidden_sizes": [8],
         "n_heads": 2,
-        "max_history": 6,
+        "history_length": 6,
     },
     "CEMG": {
         "stage_epochs": {"collab": 1, "tokenizer": 1, "generator": 1},

@@ -130,7 +130,7 @@ def build(args, device):
             "seed": 2020,
             "dataset": "amazon-sports (random)",
             "modalities": {"image": {"dim": 4096}, "text": {"dim": 384}},
-            "gtc_diffusion_steps": args.steps,
+            "diffusion_steps": args.steps,
         }
     )
     config.update(args.override)

@@ -6,7 +6,7 @@ synthetic item sets of growing size (the paper uses 1/16 ... 1/1 of Kwai's 86,48
 this script can go beyond), with random weights: the cost of inference does not depend on what
 the weights learned.
 
-- MMGRec: the model class itself (``MMGRec.generate``: encoder over the user's ``max_history``
+- MMGRec: the model class itself (``MMGRec.generate``: encoder over the user's ``history_length``
   items, trie-constrained beam search with cached decoder states, ``beam`` beams), on random
   Rec-IDs (3 levels x 128 codes + popularity token, as Sec. 5.3). Two variants: training items
   excluded inside the trie (``exclude_history=True``, the default, which costs a ``[B, I]``
@@ -112,8 +112,8 @@ def measure(n_items: int, args, generator) -> dict:
     config = model_config(args)
     rec_ids = random_rec_ids(
         n_items + 1,
-        levels=config["n_semantic_levels"],
-        codebook=config["codebook_size"],
+        levels=config["rq_levels"],
+        codebook=config["rq_codebook_size"],
         generator=generator,
     )
     with torch.no_grad():

@@ -61,8 +61,8 @@ _TOP_LEVEL_KEY = re.compile(r"^([A-Za-z_][\w\-]*)\s*:", re.MULTILINE)
 
 
 @functools.lru_cache(maxsize=1)
-def known_keys() -> frozenset[str]:
-    """Every configuration key RecBole or recbole_mm knows: RecBole's argument lists, the keys
+def current_keys() -> frozenset[str]:
+    """Every configuration key RecBole or recbole_mm reads: RecBole's argument lists, the keys
     of RecBole's and recbole_mm's property files (overall, every model, every dataset), and the
     keys RecBole sets at run time."""
     import recbole
@@ -75,14 +75,17 @@ def known_keys() -> frozenset[str]:
     for folder in folders:
         for file in folder.rglob("*.yaml"):
             keys.update(_TOP_LEVEL_KEY.findall(file.read_text(encoding="utf-8")))
-    keys.update(alias.old for alias in ALIASES)
     return frozenset(keys)
 
 
+def known_keys() -> frozenset[str]:
+    """:func:`current_keys` and the old names that still work (:data:`ALIASES`)."""
+    return current_keys() | {alias.old for alias in ALIASES}
+
+
 def nearest_key(key: str) -> str | None:
-    """The known key closest to ``key`` (difflib), or None when nothing is close."""
-    current = known_keys() - {alias.old for alias in ALIASES}
-    close = difflib.get_close_matches(key, current, n=1, cutoff=0.6)
+    """The current key closest to ``key`` (difflib), or None when nothing is close."""
+    close = difflib.get_close_matches(key, current_keys(), n=1, cutoff=0.6)
     return close[0] if close else None
 
 
@@ -174,8 +177,35 @@ def _cemg_switch(role: str) -> Callable[[Any, dict], Any]:
     return translate
 
 
+def _as_list(value, final):
+    """One width -> a list of widths."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 # Old key -> new key, per model. docs/config_keys.md lists them.
 ALIASES: tuple[Alias, ...] = (
+    # one name per idea across the models (docs/config_keys.md, "Shared keys")
+    Alias("gcn_layers", "n_layers", ("CEMG",)),
+    Alias("n_graph_layers", "n_layers", ("MMGRec",)),
+    Alias("n_semantic_levels", "rq_levels", ("MMGRec",)),
+    Alias("codebook_size", "rq_codebook_size", ("MMGRec",)),
+    Alias("rqvae_hidden_size", "rq_hidden_sizes", ("MMGRec",), _as_list),
+    Alias("rqvae_latent_dim", "rq_latent_dim", ("MMGRec",)),
+    Alias("rqvae_beta", "rq_commitment_weight", ("MMGRec",)),
+    Alias("lambda_q", "rq_commitment_weight", ("CEMG",)),
+    Alias("rqvae_kmeans_init", "rq_kmeans_init", ("MMGRec",)),
+    Alias("rqvae_dead_code_reset", "rq_dead_code_reset", ("MMGRec",)),
+    Alias("rqvae_input", "rq_input", ("MMGRec",)),
+    Alias("max_history", "history_length", ("MMGRec",)),
+    Alias("gtc_diffusion_steps", "diffusion_steps", ("GTC",)),
+    Alias("n_steps", "diffusion_steps", ("IMECD",)),
+    Alias("gtc_beta_start", "beta_start", ("GTC",)),
+    Alias("gtc_beta_end", "beta_end", ("GTC",)),
+    Alias("gtc_eval_sample_steps", "diffusion_eval_steps", ("GTC",)),
+    Alias("imecd_eval_steps", "diffusion_eval_steps", ("IMECD",)),
+    Alias("lambda_q", "vq_injection_weight", ("IMECD",)),
+    Alias("n_codes", "vq_codebook_size", ("IMECD",)),
+    # content roles (docs/config_keys.md, "Content roles")
     Alias("gtc_modalities", "modality_roles", ("GTC",), _listed_modalities(empty_means_all=False)),
     Alias(
         "mmgrec_modalities", "modality_roles", ("MMGRec",), _listed_modalities(empty_means_all=True)

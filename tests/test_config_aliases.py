@@ -76,6 +76,52 @@ def test_old_modality_keys_translate(tiny_root, model, old, expected):
     assert not set(old) - {"modality_roles"} & set(config.final_config_dict)
 
 
+@pytest.mark.parametrize(
+    ("model", "old", "value", "new", "expected"),
+    [
+        ("CEMG", "gcn_layers", 3, "n_layers", 3),
+        ("MMGRec", "n_graph_layers", 3, "n_layers", 3),
+        ("MMGRec", "n_semantic_levels", 2, "rq_levels", 2),
+        ("MMGRec", "codebook_size", 16, "rq_codebook_size", 16),
+        ("MMGRec", "rqvae_hidden_size", 16, "rq_hidden_sizes", [16]),
+        ("MMGRec", "rqvae_latent_dim", 8, "rq_latent_dim", 8),
+        ("MMGRec", "rqvae_beta", 0.5, "rq_commitment_weight", 0.5),
+        ("CEMG", "lambda_q", 0.5, "rq_commitment_weight", 0.5),
+        ("IMECD", "lambda_q", 0.5, "vq_injection_weight", 0.5),
+        ("IMECD", "n_codes", 8, "vq_codebook_size", 8),
+        ("MMGRec", "rqvae_kmeans_init", False, "rq_kmeans_init", False),
+        ("MMGRec", "rqvae_dead_code_reset", False, "rq_dead_code_reset", False),
+        ("MMGRec", "rqvae_input", "features", "rq_input", "features"),
+        ("MMGRec", "max_history", 4, "history_length", 4),
+        ("GTC", "gtc_diffusion_steps", 7, "diffusion_steps", 7),
+        ("IMECD", "n_steps", 7, "diffusion_steps", 7),
+        ("GTC", "gtc_beta_start", 0.001, "beta_start", 0.001),
+        ("GTC", "gtc_beta_end", 0.01, "beta_end", 0.01),
+        ("GTC", "gtc_eval_sample_steps", 2, "diffusion_eval_steps", 2),
+        ("IMECD", "imecd_eval_steps", 1, "diffusion_eval_steps", 1),
+    ],
+)
+def test_renamed_keys_translate(tiny_root, model, old, value, new, expected):
+    config = _config(tiny_root, model, [f"--{old}={value}"])
+    assert config[new] == expected and old not in config
+
+
+def test_an_old_key_reaches_the_model_with_a_warning(tiny_root, caplog):
+    from recbole_mm.utils import create_dataset, data_preparation, get_model
+
+    small = {"embedding_size": 4, "rq_levels": 2, "rq_codebook_size": 8, "rq_latent_dim": 4}
+    small.update(t5_d_model=8, t5_d_ff=16, t5_layers=1, t5_heads=2, beam_size=5)
+    with caplog.at_level(logging.WARNING, logger="recbole_mm.config"):
+        config = _config(tiny_root, "CEMG", ["--gcn_layers=3", "--lambda_q=0.5"], **small)
+    train, _, _ = data_preparation(config, create_dataset(config))
+    model = get_model("CEMG")(config, train._dataset)
+    assert model.propagation.n_layers == 3 and model.quantizer.beta == 0.5
+    assert "Setting 'gcn_layers' (on the command line) is renamed 'n_layers'" in caplog.text
+    assert (
+        "Setting 'lambda_q' (on the command line) is renamed 'rq_commitment_weight'" in caplog.text
+    )
+
+
 def test_an_old_key_of_another_model_is_left_alone(tiny_root):
     config = _config(tiny_root, "VBPR", gtc_modalities=[])
     assert config["gtc_modalities"] == [] and config["modality_roles"] is None

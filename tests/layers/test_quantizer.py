@@ -11,6 +11,7 @@ from recbole_mm.model.layers.quantizer import (
     append_collision_index,
     collision_report,
     kmeans,
+    mlp,
     reassign_last_level,
 )
 
@@ -186,3 +187,13 @@ def test_reassign_last_level_resolves_collisions():
     full = torch.tensor([[0, 0], [0, 0]])
     with pytest.raises(CodeSpaceFull, match="no free code tuple near item row 1"):
         reassign_last_level(full, torch.zeros(2, 2, 1), torch.zeros(2, 1, 1), torch.ones(2))
+
+
+def test_mlp_puts_a_relu_between_layers_and_none_after_the_last():
+    net = mlp([6, 5, 4, 3])
+    assert [type(m).__name__ for m in net] == ["Linear", "ReLU", "Linear", "ReLU", "Linear"]
+    assert [(m.in_features, m.out_features) for m in net[::2]] == [(6, 5), (5, 4), (4, 3)]
+    assert net(torch.randn(2, 6)).shape == (2, 3)
+    assert [type(m).__name__ for m in mlp([6, 3])] == ["Linear"]
+    with pytest.raises(ValueError, match="an input and an output width"):
+        mlp([6])

@@ -94,7 +94,7 @@ def test_feature_bank_is_data_that_moves_but_is_not_saved():
 
 @pytest.fixture(scope="module")
 def gtc(tiny_root):
-    config, train, _, _ = tiny_splits(tiny_root, "GTC", gtc_diffusion_steps=4)
+    config, train, _, _ = tiny_splits(tiny_root, "GTC", diffusion_steps=4)
     return config, train
 
 

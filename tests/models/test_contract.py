@@ -12,16 +12,22 @@ from recbole_mm.utils import recbole_mm_models
 # Per-model settings that keep the tiny runs tiny.
 TINY_OVERRIDES: dict[str, dict] = {
     "VBPR": {},
-    "GTC": {"gtc_diffusion_steps": 10, "gtc_denoiser_hidden_size": 8},
-    "IMECD": {"n_steps": 4, "n_codes": 4, "n_experts": 2, "id_n_layers": 1, "n_heads": 2},
-    "MMGRec": {
-        "codebook_size": 4,
-        "n_semantic_levels": 2,
-        "popularity_vocab_size": 32,
-        "rqvae_latent_dim": 4,
-        "rqvae_hidden_size": 8,
+    "GTC": {"diffusion_steps": 10, "gtc_denoiser_hidden_size": 8},
+    "IMECD": {
+        "diffusion_steps": 4,
+        "vq_codebook_size": 4,
+        "n_experts": 2,
+        "id_n_layers": 1,
         "n_heads": 2,
-        "max_history": 6,
+    },
+    "MMGRec": {
+        "rq_codebook_size": 4,
+        "rq_levels": 2,
+        "popularity_vocab_size": 32,
+        "rq_latent_dim": 4,
+        "rq_hidden_sizes": [8],
+        "n_heads": 2,
+        "history_length": 6,
     },
     "CEMG": {
         "embedding_size": 4,

@@ -158,13 +158,14 @@ def test_full_sort_predict_refuses_rows_short_of_the_top_k():
 GOLDEN = {
     "MMGRec": {
         "options": {
-            "codebook_size": 4,
-            "n_semantic_levels": 2,
+            "n_layers": 2,  # the YAML's graph depth; tiny_config's n_layers is 1
+            "rq_codebook_size": 4,
+            "rq_levels": 2,
             "popularity_vocab_size": 32,
-            "rqvae_latent_dim": 4,
-            "rqvae_hidden_size": 8,
+            "rq_latent_dim": 4,
+            "rq_hidden_sizes": [8],
             "n_heads": 2,
-            "max_history": 6,
+            "history_length": 6,
         },
         "stages": ("generator",),
         "codes": [
@@ -186,6 +187,7 @@ GOLDEN = {
     },
     "CEMG": {
         "options": {
+            "n_layers": 2,  # the YAML's LightGCN depth; tiny_config's n_layers is 1
             "embedding_size": 4,
             "rq_levels": 2,
             "rq_codebook_size": 8,

@@ -11,7 +11,7 @@ from conftest import TINY, seeded_model, tiny_config, tiny_splits, write_tiny_da
 from recbole_mm.data.features import save_modality
 from recbole_mm.model.general_recommender.gtc import GTC
 
-TINY_GTC = {"gtc_diffusion_steps": 10, "gtc_denoiser_hidden_size": 8, "train_batch_size": 128}
+TINY_GTC = {"diffusion_steps": 10, "gtc_denoiser_hidden_size": 8, "train_batch_size": 128}
 
 ABLATIONS = {
     "base": {"gtc_denoise": False, "gtc_alignment": "none", "gtc_fusion": "concat"},
@@ -247,7 +247,7 @@ def test_x0_loss_is_zero_for_an_oracle_and_positive_otherwise(tiny_root):
     ("overrides", "message"),
     [
         ({"gtc_eval_sampler": "euler"}, "gtc_eval_sampler = 'euler'"),
-        ({"gtc_diffusion_steps": 0}, "gtc_diffusion_steps = 0"),
+        ({"diffusion_steps": 0}, "diffusion_steps = 0"),
         ({"gtc_train_sample_steps": 11}, "gtc_train_sample_steps = 11"),
         ({"gtc_alignment": "clip"}, "gtc_alignment = 'clip'"),
         ({"gtc_prediction": "v"}, "gtc_prediction = 'v'"),

@@ -12,7 +12,13 @@ from conftest import TINY, seeded_model, tiny_config
 from recbole_mm.config import Config
 from recbole_mm.utils import create_dataset, data_preparation
 
-SMALL = {"n_steps": 5, "n_codes": 4, "n_experts": 2, "id_n_layers": 1, "n_heads": 2}
+SMALL = {
+    "diffusion_steps": 5,
+    "vq_codebook_size": 4,
+    "n_experts": 2,
+    "id_n_layers": 1,
+    "n_heads": 2,
+}
 
 
 def _config(root, **overrides):
@@ -42,7 +48,7 @@ def _reference_betas(n_steps: int) -> torch.Tensor:
 
 def test_reverse_process_matches_a_float64_reference(data, tiny_root):
     # 24 steps: the truncated schedule's last beta stays below 1 for T > 20.
-    config = _config(tiny_root, n_steps=24)
+    config = _config(tiny_root, diffusion_steps=24)
     _, train, test = data
     model = _model(config, train)
     model.train()
@@ -56,7 +62,7 @@ def test_reverse_process_matches_a_float64_reference(data, tiny_root):
             interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN], reps
         )
 
-    betas = _reference_betas(config["n_steps"])
+    betas = _reference_betas(config["diffusion_steps"])
     alphas = 1 - betas
     abar = torch.cumprod(alphas, 0)
     abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
@@ -64,7 +70,7 @@ def test_reverse_process_matches_a_float64_reference(data, tiny_root):
     for m in model.branches:
         n, d = conds[m].shape[0], model.hidden_size
         x = torch.randn(n, d, generator=generator).double()  # x_T
-        for step in reversed(range(config["n_steps"])):
+        for step in reversed(range(config["diffusion_steps"])):
             t = torch.full((n,), step, dtype=torch.long)
             with torch.no_grad():
                 x0_hat = model.denoisers[m](x.float(), t, conds[m], attn_mask).double()
@@ -145,15 +151,19 @@ def test_ablation_switches(data, tiny_root):
 def test_defaults_are_the_papers_best_values(tiny_root):
     # Sec. IV-D: N = 10 experts (Toys; 8 on Games), Z = 24 codes, lambda_q = 0.7 (Toys).
     config = Config(model="IMECD", dataset=TINY, config_dict=tiny_config(tiny_root))
-    assert (config["n_experts"], config["n_codes"], config["lambda_q"]) == (10, 24, 0.7)
+    assert (config["n_experts"], config["vq_codebook_size"], config["vq_injection_weight"]) == (
+        10,
+        24,
+        0.7,
+    )
     # Eq. 22: L_r with weight 1; evaluation runs the T-step chain of Eq. 16-18.
-    assert config["lambda_r"] == 1.0 and config["imecd_eval_steps"] is None
+    assert config["lambda_r"] == 1.0 and config["diffusion_eval_steps"] is None
 
 
 @pytest.mark.parametrize(("eval_steps", "calls"), [(None, 5), (5, 5), (2, 2), (1, 1)])
 def test_evaluation_calls_each_denoiser_eval_steps_times(data, tiny_root, eval_steps, calls):
     _, train, test = data
-    model = _model(_config(tiny_root, imecd_eval_steps=eval_steps), train).eval()
+    model = _model(_config(tiny_root, diffusion_eval_steps=eval_steps), train).eval()
     counts = dict.fromkeys(model.branches, 0)
     for m in model.branches:
         model.denoisers[m].register_forward_hook(
@@ -166,8 +176,8 @@ def test_evaluation_calls_each_denoiser_eval_steps_times(data, tiny_root, eval_s
 
 
 def test_one_step_evaluation_is_the_denoiser_at_the_last_step(data, tiny_root):
-    # imecd_eval_steps = 1: p_u = f(x_T, T - 1, s~), x_T drawn from the seeded generator.
-    config = _config(tiny_root, imecd_eval_steps=1)
+    # diffusion_eval_steps = 1: p_u = f(x_T, T - 1, s~), x_T drawn from the seeded generator.
+    config = _config(tiny_root, diffusion_eval_steps=1)
     _, train, test = data
     model = _model(config, train).eval()
     interaction = next(iter(test))[0]
@@ -180,15 +190,15 @@ def test_one_step_evaluation_is_the_denoiser_at_the_last_step(data, tiny_root):
         generator = torch.Generator().manual_seed(config["seed"])
         for m in model.branches:
             x_T = torch.randn(conds[m].shape[0], model.hidden_size, generator=generator)
-            t = torch.full((x_T.shape[0],), config["n_steps"] - 1)
+            t = torch.full((x_T.shape[0],), config["diffusion_steps"] - 1)
             expected = model.denoisers[m](x_T, t, conds[m], attn_mask)
             torch.testing.assert_close(generated[m], expected)
 
 
 def test_eval_steps_out_of_range_is_refused(data, tiny_root):
     for bad in (0, 6, 2.5):
-        with pytest.raises(ValueError, match=f"imecd_eval_steps = {bad}"):
-            _model(_config(tiny_root, imecd_eval_steps=bad), data[1])
+        with pytest.raises(ValueError, match=f"diffusion_eval_steps = {bad}"):
+            _model(_config(tiny_root, diffusion_eval_steps=bad), data[1])
 
 
 def test_reconstruction_weight_and_stop_gradient(data, tiny_root):

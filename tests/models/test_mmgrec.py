@@ -17,14 +17,15 @@ from recbole_mm.model.layers.semantic_ids import history_mask
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_MMGREC = {
-    "codebook_size": 4,
-    "n_semantic_levels": 2,
+    "n_layers": 2,  # the YAML's graph depth (tiny_config's n_layers, 1, is LightGCN's and GTC's)
+    "rq_codebook_size": 4,
+    "rq_levels": 2,
     "popularity_vocab_size": 32,
-    "rqvae_latent_dim": 4,
-    "rqvae_hidden_size": 8,
+    "rq_latent_dim": 4,
+    "rq_hidden_sizes": [8],
     "n_heads": 2,
     "inner_size": 16,
-    "max_history": 6,
+    "history_length": 6,
     "dropout_prob": 0.0,
 }
 
@@ -126,7 +127,7 @@ def test_generator_loss_excludes_target_from_input(tiny, monkeypatch):
     monkeypatch.setattr(model, "_token_log_probs", spy)
     model.calculate_loss(batch)
     assert not (seen["history"] == seen["item"].unsqueeze(1)).any()
-    assert seen["history"].shape[1] <= config["max_history"]
+    assert seen["history"].shape[1] <= config["history_length"]
 
 
 def test_beam_search_matches_teacher_forcing_and_excludes_training_items(tiny):
@@ -248,7 +249,7 @@ def test_hierarchical_kmeans_codes_split_clusters():
 @pytest.mark.parametrize(
     "switches",
     [
-        {"rqvae_input": "features", "encoder_input": "free"},
+        {"rq_input": "features", "encoder_input": "free"},
         {"rec_id_method": "hkmeans", "collision_token": "random"},
         {"encoder_position": "sinusoidal"},
         {"encoder_position": "none"},
@@ -272,7 +273,7 @@ def test_ablations_run(tiny_root, switches):
     [
         ("beam_size", 2, "beam_size = 2"),
         ("encoder_position", "rope", "encoder_position = 'rope'"),
-        ("codebook_size", 0, "codebook_size = 0"),
+        ("rq_codebook_size", 0, "rq_codebook_size = 0"),
     ],
 )
 def test_bad_config_is_refused(tiny_root, key, value, match):
@@ -282,7 +283,7 @@ def test_bad_config_is_refused(tiny_root, key, value, match):
 
 
 def test_capacity_and_collision_group_limits(tiny_root, monkeypatch):
-    config, train, _ = _data(tiny_root, popularity_vocab_size=2, codebook_size=2)
+    config, train, _ = _data(tiny_root, popularity_vocab_size=2, rq_codebook_size=2)
     with pytest.raises(ValueError, match="give 8 Rec-IDs for 30 items"):
         MMGRec(config, train._dataset)
     config, train, _ = _data(tiny_root, popularity_vocab_size=2)

@@ -145,7 +145,7 @@ class GTC(MultimodalGeneralRecommender):
         self.sample_start = config["gtc_sample_start"]
         self.eval_sampler = config["gtc_eval_sampler"]
         self.train_steps = config["gtc_train_sample_steps"]
-        self.eval_steps = config["gtc_eval_sample_steps"] or self.train_steps
+        self.eval_steps = config["diffusion_eval_steps"] or self.train_steps
         self.tc_temperature = config["gtc_tc_temperature"]
         self.tc_normalize = config["gtc_tc_normalize"]
         self.tc_include_positive = config["gtc_tc_denominator"] == "all"
@@ -156,7 +156,7 @@ class GTC(MultimodalGeneralRecommender):
         self.prediction = config["gtc_prediction"]
         self.denoiser_losses = config["gtc_denoiser_losses"]
         self.seed = config["seed"]
-        n_steps = config["gtc_diffusion_steps"]
+        n_steps = config["diffusion_steps"]
         self._validate(config, n_steps)
         self.modalities = list(self.modality_roles)  # content roles, in order
         self.logger = getLogger()
@@ -169,7 +169,7 @@ class GTC(MultimodalGeneralRecommender):
         for name in self.modalities:
             self.projections[name] = nn.Linear(self.features[name].shape[1], self.embedding_size)
         self.schedule = NoiseSchedule(
-            n_steps=n_steps, beta_start=config["gtc_beta_start"], beta_end=config["gtc_beta_end"]
+            n_steps=n_steps, beta_start=config["beta_start"], beta_end=config["beta_end"]
         )
         self.denoisers = nn.ModuleDict(
             {
@@ -205,16 +205,16 @@ class GTC(MultimodalGeneralRecommender):
                 )
         if not isinstance(n_steps, int) or n_steps < 1:
             raise ValueError(
-                f"gtc_diffusion_steps = {n_steps!r}: the number of diffusion steps T must be an "
+                f"diffusion_steps = {n_steps!r}: the number of diffusion steps T must be an "
                 f"integer >= 1 (the paper uses 100-1000)."
             )
-        for key in ("gtc_train_sample_steps", "gtc_eval_sample_steps"):
+        for key in ("gtc_train_sample_steps", "diffusion_eval_steps"):
             steps = config[key]
-            if key == "gtc_eval_sample_steps" and steps is None:
+            if key == "diffusion_eval_steps" and steps is None:
                 continue
             if not isinstance(steps, int) or not 1 <= steps <= n_steps:
                 raise ValueError(
-                    f"{key} = {steps!r} must be an integer in [1, gtc_diffusion_steps = {n_steps}]."
+                    f"{key} = {steps!r} must be an integer in [1, diffusion_steps = {n_steps}]."
                 )
 
     # -- representations ------------------------------------------------------------------

@@ -34,11 +34,11 @@ Deviations (details in docs/models/MMGRec.md):
       parameters). The paper does not say whether L_rqvae's gradient reaches the graph; the
       authors' code trains the graph first and the RQ-VAE on its frozen output. Squared errors are
       averaged (not summed) over items.
-    - The RQ-VAE latent width (``rqvae_latent_dim``) and MLP width are not in the paper; the
+    - The RQ-VAE latent width (``rq_latent_dim``) and MLP width are not in the paper; the
       codebooks are initialised by k-means on the first RQ-VAE batch (the authors: uniform).
     - Adam instead of the paper's SGD (the authors' SGD uses momentum 0.99); L2 1e-5 as
       ``weight_decay``.
-    - Encoder input: up to ``max_history`` training items; longer histories are sampled
+    - Encoder input: up to ``history_length`` training items; longer histories are sampled
       uniformly without replacement, afresh for every training instance, and once per user
       with a fixed seed (``history_seed``) for ``predict`` / ``full_sort_predict``.
     - Eq. 18's scalar MLP has one hidden layer and outputs the three scalars (Q, K, V) at once;
@@ -46,7 +46,7 @@ Deviations (details in docs/models/MMGRec.md):
     - The decoder embeds the token of level ``l`` with a level-specific table (per-level
       vocabularies) and needs no positional encoding; the popularity level has
       ``popularity_vocab_size`` tokens and a larger collision group is an error.
-    - Before the tokenizer has run, Rec-IDs are the base-``codebook_size`` digits of the item
+    - Before the tokenizer has run, Rec-IDs are the base-``rq_codebook_size`` digits of the item
       id, so that an untrained model still produces valid outputs.
 """
 
@@ -68,7 +68,12 @@ from recbole_mm.model.generative import (
     warn_renamed,
 )
 from recbole_mm.model.layers.graph import MeanGraphConv
-from recbole_mm.model.layers.quantizer import ResidualQuantizer, append_collision_index, kmeans
+from recbole_mm.model.layers.quantizer import (
+    ResidualQuantizer,
+    append_collision_index,
+    kmeans,
+    mlp,
+)
 from recbole_mm.model.layers.relation_attention import (
     CachedTransformerDecoder,
     RelationAwareEncoder,
@@ -78,7 +83,7 @@ from recbole_mm.model.layers.semantic_ids import evaluation_history, history_mas
 STAGES = ("tokenizer", "generator")
 # Config switches and their values; the first is the paper's model, the others its ablations.
 CHOICES = {
-    "rqvae_input": ("graph", "features"),  # Table 3 "ID w/o": RQ-VAE on the raw features
+    "rq_input": ("graph", "features"),  # Table 3 "ID w/o": RQ-VAE on the raw features
     "rec_id_method": ("rqvae", "hkmeans"),  # Table 4 "HK-Means"
     "collision_token": ("popularity", "random"),  # Table 4 "Random"
     "encoder_input": ("graph", "free"),  # Table 3 "Emb w/o": free input embeddings
@@ -142,11 +147,11 @@ class MMGRec(SemanticIdRecommender, MultimodalGeneralRecommender):
         super().__init__(config, dataset)
         # load parameters
         self.embedding_size = config["embedding_size"]  # D
-        self.n_levels = config["n_semantic_levels"]  # M - 1
-        self.codebook_size = config["codebook_size"]  # L
+        self.n_levels = config["rq_levels"]  # M - 1
+        self.codebook_size = config["rq_codebook_size"]  # L
         self.popularity_vocab_size = config["popularity_vocab_size"] or self.codebook_size
-        self.max_history = config["max_history"]  # N
-        self.rqvae_input = config["rqvae_input"]
+        self.max_history = config["history_length"]  # N
+        self.rqvae_input = config["rq_input"]
         self.rec_id_method = config["rec_id_method"]
         self.collision_token = config["collision_token"]
         self.encoder_input = config["encoder_input"]
@@ -156,14 +161,14 @@ class MMGRec(SemanticIdRecommender, MultimodalGeneralRecommender):
                 raise ValueError(f"{key} = {config[key]!r} must be one of {list(allowed)}.")
         self.finetune_item_embedding = config["finetune_item_embedding"]
         self.exclude_history = config["exclude_history"]
-        self.dead_code_reset = config["rqvae_dead_code_reset"]
-        for key in ("embedding_size", "n_semantic_levels", "codebook_size", "max_history"):
+        self.dead_code_reset = config["rq_dead_code_reset"]
+        for key in ("embedding_size", "rq_levels", "rq_codebook_size", "history_length"):
             if config[key] is None or config[key] < 1:
                 raise ValueError(f"{key} = {config[key]} must be a positive integer.")
         capacity = self.codebook_size**self.n_levels * self.popularity_vocab_size
         if capacity < self.n_items - 1:
             raise ValueError(
-                f"codebook_size = {self.codebook_size}, n_semantic_levels = {self.n_levels} and "
+                f"rq_codebook_size = {self.codebook_size}, rq_levels = {self.n_levels} and "
                 f"popularity_vocab_size = {self.popularity_vocab_size} give {capacity} Rec-IDs "
                 f"for {self.n_items - 1} items: raise one of them."
             )
@@ -202,24 +207,20 @@ class MMGRec(SemanticIdRecommender, MultimodalGeneralRecommender):
         self.item_cf_embedding = nn.Embedding(self.n_items, d)  # h_i^c
         self.feature_projection = nn.Linear(self.features.width, d, bias=False)  # W of Eq. 4
         self.graph = MeanGraphConv(
-            dims=[2 * d] + [d] * config["n_graph_layers"],
+            dims=[2 * d] + [d] * config["n_layers"],
             negative_slope=config["leaky_relu_slope"],
         )
         rqvae_in = d if self.rqvae_input == "graph" else self.features.width
-        hidden, latent = config["rqvae_hidden_size"], config["rqvae_latent_dim"]
-        self.rqvae_encoder = nn.Sequential(  # E of Eq. 6
-            nn.Linear(rqvae_in, hidden), nn.ReLU(), nn.Linear(hidden, latent)
-        )
+        hidden, latent = list(config["rq_hidden_sizes"]), config["rq_latent_dim"]
+        self.rqvae_encoder = mlp([rqvae_in, *hidden, latent])  # E of Eq. 6
         self.quantizer = ResidualQuantizer(
             n_levels=self.n_levels,
             codebook_size=self.codebook_size,
             dim=latent,
-            beta=config["rqvae_beta"],
-            kmeans_init=config["rqvae_kmeans_init"],
+            beta=config["rq_commitment_weight"],
+            kmeans_init=config["rq_kmeans_init"],
         )
-        self.rqvae_decoder = nn.Sequential(  # D of Eq. 9
-            nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, rqvae_in)
-        )
+        self.rqvae_decoder = mlp([latent, *hidden[::-1], rqvae_in])  # D of Eq. 9
         self.bpr_loss = BPRLoss()
         # Rec-ID generation (Sec. 4.3)
         self.vocab_sizes = [self.codebook_size] * self.n_levels + [self.popularity_vocab_size]
@@ -323,7 +324,7 @@ class MMGRec(SemanticIdRecommender, MultimodalGeneralRecommender):
             raise ValueError(
                 f"{largest + 1} items share one semantic code tuple, more than "
                 f"popularity_vocab_size = {self.popularity_vocab_size} tokens: raise "
-                f"popularity_vocab_size (or codebook_size) in the MMGRec configuration."
+                f"popularity_vocab_size (or rq_codebook_size) in the MMGRec configuration."
             )
         self.user_vectors.copy_(user_repr)  # h_u of Eq. 18
         if self.encoder_input == "graph":
@@ -380,7 +381,7 @@ class MMGRec(SemanticIdRecommender, MultimodalGeneralRecommender):
 
     # -- Rec-ID generation (Sec. 4.3) --------------------------------------------------------
     def _subsample(self, history: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """Up to ``max_history`` items of each row: the smallest keys (invalid items key > 1)."""
+        """Up to ``history_length`` items of each row: the smallest keys (invalid items key > 1)."""
         k = min(self.max_history, history.shape[1])
         chosen, index = keys.topk(k, dim=1, largest=False)
         return history.gather(1, index).masked_fill(chosen > 1, 0)

@@ -5,15 +5,34 @@ Reference:
     (RQ-VAE); used as in TIGER (Rajput et al., NeurIPS 2023), MMGRec (Sec. 4.2.1, Eq. 7-10;
     collisions Sec. 4.2.2, Eq. 11-12) and CEMG (Sec. 3.3, Eq. 4).
 
-The encoder and decoder MLPs around the quantiser belong to the model; this module only maps a
-latent vector to a tuple of codes and back.
+The encoder and decoder around the quantiser are :func:`mlp` stacks whose widths the model
+chooses; :class:`ResidualQuantizer` only maps a latent vector to a tuple of codes and back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def mlp(sizes: Sequence[int]) -> nn.Sequential:
+    """Linear layers of widths ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``, ReLU between them
+    (none after the last): an RQ-VAE encoder (``[in, *hidden, latent]``) or decoder.
+
+    Shapes:
+        input ``[*, sizes[0]]``; returns ``[*, sizes[-1]]``.
+    """
+    if len(sizes) < 2:
+        raise ValueError(f"mlp needs an input and an output width, got sizes = {list(sizes)}")
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
 
 
 def _squared_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:

@@ -22,8 +22,8 @@ Deviations:
     - ``d`` is 64 by default (768 in the paper, above ml-100k-mm's 64-d kg features); each
       PCA-reduced modality and each half of x_i is scaled to unit root-mean-square row norm so
       that neither modality nor the collaborative half dominates by scale.
-    - Eq. 4's quantisation term is the codebook term plus ``lambda_q`` x the commitment term
-      (TIGER, LETTER). The diversity loss (the paper cites [12] without a formula) is the
+    - Eq. 4's quantisation term is the codebook term plus lambda_q (``rq_commitment_weight``) x
+      the commitment term (TIGER, LETTER). The diversity loss (the paper cites [12] without a formula) is the
       normalised negative entropy of the batch-averaged soft code assignment per level
       (wav2vec 2.0's codebook diversity penalty), computed on the detached residuals, so it
       moves the codebooks towards the data and keeps codes in use.
@@ -62,6 +62,7 @@ from recbole_mm.model.layers.quantizer import (
     CodeSpaceFull,
     ResidualQuantizer,
     append_collision_index,
+    mlp,
     reassign_last_level,
 )
 from recbole_mm.model.layers.t5_generator import CodeGenerator
@@ -132,11 +133,11 @@ class CEMG(SemanticIdRecommender, MultimodalSequentialRecommender):
         self.dim = config["embedding_size"]
         self.use_collab = config["use_collab"]
         self.roles = list(self.modality_roles)  # the content roles used, in ROLES order
-        self.gcn_layers = config["gcn_layers"]
+        self.gcn_layers = config["n_layers"]
         self.reg_weight = config["reg_weight"]
         self.n_levels = config["rq_levels"]
         self.codebook_size = config["rq_codebook_size"]
-        self.lambda_q, self.lambda_d = config["lambda_q"], config["lambda_d"]
+        self.lambda_q, self.lambda_d = config["rq_commitment_weight"], config["lambda_d"]
         self.diversity_temperature = config["diversity_temperature"]
         self.rq_batch_size = config["rq_batch_size"]
         self.collision_policy = config["collision_policy"]
@@ -164,7 +165,7 @@ class CEMG(SemanticIdRecommender, MultimodalSequentialRecommender):
         x_dim = self.dim * (int(self.use_collab) + int(bool(self.roles)))
         hidden = list(config["rq_hidden_sizes"])
         latent = config["rq_latent_dim"]
-        self.rq_encoder = _mlp([x_dim, *hidden, latent])
+        self.rq_encoder = mlp([x_dim, *hidden, latent])
         self.quantizer = ResidualQuantizer(
             n_levels=self.n_levels,
             codebook_size=self.codebook_size,
@@ -172,7 +173,7 @@ class CEMG(SemanticIdRecommender, MultimodalSequentialRecommender):
             beta=self.lambda_q,
             kmeans_init=config["rq_kmeans_init"],
         )
-        self.rq_decoder = _mlp([latent, *hidden[::-1], x_dim])
+        self.rq_decoder = mlp([latent, *hidden[::-1], x_dim])
         code_levels = self.n_levels + int(self.collision_policy == "append")
         self.vocab_sizes = [self.codebook_size] * code_levels
         self.generator = CodeGenerator(
@@ -407,12 +408,3 @@ class CEMG(SemanticIdRecommender, MultimodalSequentialRecommender):
 def _with_padding_row(codes: torch.Tensor) -> torch.Tensor:
     """``[n_items - 1, L]`` codes of the real items -> ``[n_items, L]`` with row 0 = -1."""
     return torch.cat([codes.new_full((1, codes.shape[1]), -1), codes])
-
-
-def _mlp(sizes: list[int]) -> nn.Sequential:
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)

@@ -39,9 +39,9 @@ Deviations (the paper is silent unless said otherwise):
     - Eq. 20-21 (training) score the one-step ``x0_hat = f(x_t, t, s~)`` of Eq. 13 at the
       branch's random ``t``, not the reverse chain's ``p_u`` (DiffuRec's practice; running the
       chain in training would cost ``T`` denoiser passes per step). Evaluation scores ``p_u``.
-    - ``imecd_eval_steps`` < ``n_steps`` replaces the ``T``-step DDPM chain at evaluation by a
-      strided deterministic DDIM chain; 1 is a single denoiser pass from ``x_T`` at
-      ``t = T - 1``. With ``diffusion_lambda`` = 0.001 the denoiser barely reads ``x_t``, and
+    - ``diffusion_eval_steps`` < ``diffusion_steps`` replaces the ``T``-step DDPM chain at
+      evaluation by a strided deterministic DDIM chain; 1 is a single denoiser pass from ``x_T``
+      at ``t = T - 1``. With ``diffusion_lambda`` = 0.001 the denoiser barely reads ``x_t``, and
       one step ranks as the full chain does at a 22nd of the cost (docs/models/IMECD.md).
     - Evaluation noise (``x_T`` and the per-step noise of Eq. 18) comes from a
       ``torch.Generator`` seeded with ``seed`` and re-seeded whenever the model enters eval
@@ -151,7 +151,7 @@ class IMECD(MultimodalSequentialRecommender):
         super().__init__(config, dataset)
         # load parameters
         self.hidden_size = config["hidden_size"]
-        self.lambda_q = config["lambda_q"]
+        self.lambda_q = config["vq_injection_weight"]  # lambda_q of Eq. 9
         self.lambda_c = config["lambda_c"]
         self.lambda_r = config["lambda_r"]
         self.rec_stop_gradient = config["rec_stop_gradient"]
@@ -184,7 +184,7 @@ class IMECD(MultimodalSequentialRecommender):
                 self.quantizers[m] = SequenceQuantizer(
                     seq_len=self.max_seq_length,
                     dim=self.hidden_size,
-                    n_codes=config["n_codes"],
+                    n_codes=config["vq_codebook_size"],
                     tau=config["gumbel_tau"],
                     update_rate=config["vq_update_rate"],
                 )
@@ -206,13 +206,13 @@ class IMECD(MultimodalSequentialRecommender):
             }
         )
         self.schedule = NoiseSchedule(
-            n_steps=config["n_steps"],
+            n_steps=config["diffusion_steps"],
             beta_start=config["beta_start"],
             beta_end=config["beta_end"],
             kind=config["noise_schedule"],
         )
-        eval_steps = config["imecd_eval_steps"]
-        self.eval_steps = int(config["n_steps"]) if eval_steps is None else eval_steps
+        eval_steps = config["diffusion_eval_steps"]
+        self.eval_steps = int(config["diffusion_steps"]) if eval_steps is None else eval_steps
         self._eval_generator: torch.Generator | None = None
 
         # parameters initialization
@@ -224,18 +224,18 @@ class IMECD(MultimodalSequentialRecommender):
         checks = {
             "hidden_size": self.hidden_size > 0,
             "n_experts": config["n_experts"] >= 1,
-            "n_codes": config["n_codes"] >= 1,
-            "lambda_q": self.lambda_q >= 0,
+            "vq_codebook_size": config["vq_codebook_size"] >= 1,
+            "vq_injection_weight": self.lambda_q >= 0,
             "lambda_c": self.lambda_c >= 0,
             "lambda_r": self.lambda_r >= 0,
             "cl_temperature": self.cl_temperature > 0,
             "gumbel_tau": config["gumbel_tau"] > 0,
             "vq_update_rate": 0 < config["vq_update_rate"] <= 1,
-            "n_steps": int(config["n_steps"]) >= 1,
-            "imecd_eval_steps": config["imecd_eval_steps"] is None
+            "diffusion_steps": int(config["diffusion_steps"]) >= 1,
+            "diffusion_eval_steps": config["diffusion_eval_steps"] is None
             or (
-                isinstance(config["imecd_eval_steps"], int)
-                and 1 <= config["imecd_eval_steps"] <= int(config["n_steps"])
+                isinstance(config["diffusion_eval_steps"], int)
+                and 1 <= config["diffusion_eval_steps"] <= int(config["diffusion_steps"])
             ),
             "diffusion_lambda": config["diffusion_lambda"] >= 0,
             "noise_schedule": config["noise_schedule"] in ("linear", "truncated_linear"),
