@@ -336,3 +336,27 @@ def test_fusion_offset_sets_the_initial_gate(tiny_root):
     fused = model._fuse(s, contents)
     alpha = (fused - s).norm(dim=-1) / s.norm(dim=-1).clamp(min=1e-12)  # match: ||S_f|| = a ||S||
     assert alpha.max() < torch.sigmoid(torch.tensor(1.0 - 4.0)) + 1e-6
+
+
+def test_mean_fusion_scale_gives_every_node_the_mean_norm_of_s(tiny):
+    """gtc_fusion_scale 'mean': ||S_f|| = alpha * mean ||S|| for every node, in training (batch
+    nodes, with the mean of every node) and evaluation alike; short S (rare items) then get the
+    same content as long ones."""
+    config, train, _ = tiny
+    model = _model(config, train)
+    model.fusion_scale = "mean"
+    s, contents = model._encode()
+    views = [1000 * torch.randn_like(c) for c in contents]
+    cf = views[0]
+    for view in views[1:]:
+        cf = cf * view
+    cosine = torch.nn.functional.cosine_similarity(s, cf, dim=-1)
+    alpha = torch.sigmoid(cosine / model.log_fusion_temperature.exp() - model.fusion_offset)
+    real = torch.ones(s.shape[0], dtype=torch.bool)
+    real[model.n_users] = False
+    mean_norm = s[real].norm(dim=-1).mean()
+    fused = model._fuse(s, views)
+    torch.testing.assert_close((fused - s).norm(dim=-1), alpha * mean_norm)
+    batch = torch.tensor([0, 3, model.n_users + 2])
+    fused_batch = model._fuse(s[batch], [v[batch] for v in views], s_mean_norm=mean_norm)
+    torch.testing.assert_close(fused_batch, fused[batch])

@@ -52,15 +52,17 @@ Deviations:
       batch's users and items; its target C_0 is detached so that the loss cannot be lowered
       by shrinking the content embeddings.
     - Eq. 10's softmax over a single similarity is identically 1; we read it as a two-way
-      softmax between using C_f (logit cos / tau) and not (a learnable logit, 0 at the start):
+      softmax between using C_f (logit cos / tau) and not (a learnable logit, ``gtc_fusion_offset`` at the start):
       a sigmoid gate per node with a learnable temperature and offset, which depends on the
       node only, not on the batch, and can close for every node when the content does not
       help (the content path can then not make GTC worse than its interaction-only form).
     - Scale of the fused content (``gtc_fusion_scale: match`` by default): ``C_f`` is rescaled
       to the norm of ``S`` node by node before the gate weighs it, so that the content sets a
       direction and never the scale; the generated views were 30-100x larger than ``S`` on
-      TikTok features and 10-50x smaller on ml-100k-mm (docs/models/GTC.md). ``raw`` adds
-      ``C_f`` as generated (the paper).
+      TikTok features and 10-50x smaller on ml-100k-mm (docs/models/GTC.md). ``mean`` gives
+      every node's ``C_f`` the mean norm of ``S`` over all nodes instead, so that the content
+      weighs more for rarely seen items, whose ``S`` is short. ``raw`` adds ``C_f`` as
+      generated (the paper).
     - Centred content (``gtc_center_content``, on by default): ``C_0`` of every modality has its
       mean over the users subtracted from the user rows and its mean over the real items from the
       item rows, in training and evaluation alike. On ml-100k-mm the items' text content had a
@@ -113,7 +115,7 @@ CHOICES = {
     "gtc_prediction": ("eps", "x0"),
     "gtc_denoiser_losses": ("gen", "all"),
     "gtc_tc_denominator": ("negatives", "all"),
-    "gtc_fusion_scale": ("match", "raw"),
+    "gtc_fusion_scale": ("match", "mean", "raw"),
 }
 
 
@@ -298,8 +300,11 @@ class GTC(MultimodalGeneralRecommender):
             out = ddim_sample(denoise, self.schedule, x_t, n_steps=n_steps, **kwargs)
         return out * scale
 
-    def _fuse(self, s, contents) -> torch.Tensor:
-        """Eq. 10 (``gtc_fusion: gate``) or concatenation (the ablations' 'Base')."""
+    def _fuse(self, s, contents, s_mean_norm=None) -> torch.Tensor:
+        """Eq. 10 (``gtc_fusion: gate``) or concatenation (the ablations' 'Base').
+
+        ``s_mean_norm``: the mean row norm of ``S`` over every real node (``gtc_fusion_scale:
+        mean``); from ``s`` itself when None (``s`` then holds every node)."""
         if not contents:
             return s
         if self.fusion == "concat":
@@ -308,14 +313,24 @@ class GTC(MultimodalGeneralRecommender):
         for content in contents[1:]:
             fused = fused * content  # C_f = V_bar * T_bar
         cosine = F.cosine_similarity(s, fused, dim=-1)  # [N]
-        if self.fusion_scale == "match":
-            # C_f takes S's norm, node by node: the content sets a direction, never the scale.
-            fused = fused * (
-                s.norm(dim=-1, keepdim=True) / fused.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-            )
+        if self.fusion_scale != "raw":
+            # The content sets a direction, never the scale: C_f takes S's norm node by node
+            # ('match'), or the mean norm of S over every node ('mean'), which leaves the
+            # content a larger share of the rarely seen items, whose S is short.
+            if self.fusion_scale == "match":
+                target = s.norm(dim=-1, keepdim=True)
+            else:
+                target = self._mean_norm(s) if s_mean_norm is None else s_mean_norm
+            fused = fused * (target / fused.norm(dim=-1, keepdim=True).clamp(min=1e-12))
         # Eq. 10 as a two-way softmax over {use C_f: cos / tau, not: fusion_offset}.
         alpha = torch.sigmoid(cosine / self.log_fusion_temperature.exp() - self.fusion_offset)
         return s + alpha[:, None] * fused  # S_bar = S + S_f
+
+    def _mean_norm(self, s_all) -> torch.Tensor:
+        """Mean row norm of ``S`` over every real node (padding item left out), detached."""
+        real = torch.ones(s_all.shape[0], dtype=torch.bool, device=s_all.device)
+        real[self.n_users] = False
+        return s_all.detach()[real].norm(dim=-1).mean()
 
     def _content_views(self, s, contents, stats, *, sampler, n_steps, generator=None):
         if not self.denoise:
@@ -397,7 +412,7 @@ class GTC(MultimodalGeneralRecommender):
         views = self._content_views(
             s_b, contents_b, stats, sampler="ddim", n_steps=self.train_steps
         )
-        fused = self._fuse(s_b, views)
+        fused = self._fuse(s_b, views, s_mean_norm=self._mean_norm(s))
 
         u, pos, neg = fused[u_idx], fused[pos_idx], fused[neg_idx]
         bpr = self.bpr_loss((u * pos).sum(-1), (u * neg).sum(-1))  # Eq. 11
