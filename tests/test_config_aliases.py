@@ -154,6 +154,27 @@ def test_a_checkpoint_configuration_with_old_keys_is_translated(tiny_root):
     assert pickle.loads(pickle.dumps(config))["modality_roles"] == {"text": "text"}
 
 
+def test_a_weights_only_checkpoint_with_old_keys_loads_as_it_was_trained(tiny_root):
+    """recbole_mm's own checkpoints store the final settings as a dict (load_config): an earlier
+    release's GTC/VBPR read every modality in the dataset's order and ignored the dataset's
+    CEMG-only modality_roles; loading must not hand them CEMG's roles (GTC's projections would
+    miss, VBPR's feature blocks would swap silently)."""
+    from recbole_mm.trainer.checkpoint import load_config
+
+    for model, old_key in (("GTC", "gtc_modalities"), ("VBPR", "vbpr_modalities")):
+        saved = dict(_config(tiny_root, model).final_config_dict)
+        del saved["modality_roles"]
+        saved.update(
+            {old_key: None, "modality_roles": {"visual": "image", "textual": "text"}},
+            gtc_diffusion_steps=7,
+        )
+        config = load_config({"config": saved, "config_overrides": {}})
+        assert config["modality_roles"] is None, model
+        assert old_key not in config.final_config_dict
+        if model == "GTC":
+            assert config["diffusion_steps"] == 7
+
+
 def test_old_keys_are_known_but_never_suggested():
     assert {alias.old for alias in ALIASES} <= known_keys()
     assert nearest_key("gtc_modalitis") != "gtc_modalities"

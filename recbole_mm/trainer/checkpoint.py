@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from recbole_mm.config import Config
+from recbole_mm.config import Config, apply_aliases
 
 FORMAT = "recbole_mm.checkpoint/1"
 # Derived by RecBole's Config at start-up; never stored, recomputed on load.
@@ -293,7 +293,11 @@ def load_config(checkpoint: dict):
     would give today, except the keys that describe the process (device, ranks, logging).
     This process's command line is not read: it is not the run's.
     """
-    saved = checkpoint["config"]
+    # A checkpoint of an earlier release stores the names that release read: translated to
+    # today's (gtc_modalities -> modality_roles, ...), they win over the ones the property
+    # files give now, e.g. a dataset's modality_roles that only CEMG used to read.
+    saved = dict(checkpoint["config"])
+    apply_aliases(saved, model=saved["model"])
     config = Config(
         model=saved["model"],
         dataset=saved["dataset"],
