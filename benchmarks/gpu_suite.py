@@ -56,7 +56,7 @@ MODEL_SETTINGS: dict[str, dict] = {
 }
 COMMON_SETTINGS = {"epochs": 2, "eval_step": 1, "show_progress": False}
 
-# Smoke mode: tiny sizes (as tests/models/test_contract.py) on a tiny dataset.
+# Smoke mode: tiny sizes (the tests', see smoke_model_settings) on a tiny dataset.
 SMOKE_COMMON = {
     "epochs": 1,
     "eval_step": 1,
@@ -72,40 +72,6 @@ SMOKE_COMMON = {
     "metrics": ["Recall", "NDCG"],
     "topk": [5, 10],
     "valid_metric": "NDCG@10",
-}
-SMOKE_MODEL_SETTINGS: dict[str, dict] = {
-    "GTC": {"diffusion_steps": 10, "gtc_denoiser_hidden_size": 8},
-    "IMECD": {
-        "diffusion_steps": 4,
-        "vq_codebook_size": 4,
-        "n_experts": 2,
-        "id_n_layers": 1,
-        "n_heads": 2,
-    },
-    "MMGRec": {
-        "stage_epochs": {"tokenizer": 1, "generator": 1},
-        "rq_codebook_size": 4,
-        "rq_levels": 2,
-        "popularity_vocab_size": 32,
-        "rq_latent_dim": 4,
-        "rq_hidden_sizes": [8],
-        "n_heads": 2,
-        "history_length": 6,
-    },
-    "CEMG": {
-        "stage_epochs": {"collab": 1, "tokenizer": 1, "generator": 1},
-        "embedding_size": 4,
-        "rq_levels": 2,
-        "rq_codebook_size": 8,
-        "rq_hidden_sizes": [8],
-        "rq_latent_dim": 4,
-        "t5_d_model": 8,
-        "t5_d_ff": 16,
-        "t5_layers": 1,
-        "t5_heads": 2,
-        "beam_size": 10,
-        "history_length": 5,
-    },
 }
 SMOKE_DATASET = "gpu-suite-smoke"
 
@@ -232,13 +198,30 @@ def read_script_figures(script: str, folder: Path) -> dict:
     return json.loads((folder / "results.json").read_text())  # mmgrec_inference
 
 
+def smoke_model_settings(model: str) -> dict:
+    """``model``'s settings in smoke mode: one epoch per stage and the tests' tiny sizes
+    (recbole_mm/smoke.py, imported here: recbole_mm imports RecBole, which only model steps need).
+    """
+    from recbole_mm.smoke import tiny_settings
+
+    if model == "MMGRec":
+        return {"stage_epochs": {"tokenizer": 1, "generator": 1}, **tiny_settings(model)}
+    if model == "CEMG":
+        return {
+            "stage_epochs": {"collab": 1, "tokenizer": 1, "generator": 1},
+            # Beam 10, not the tests' 5: CEMG ranks only its beams, and the largest top-K is 10.
+            **tiny_settings(model, beam_size=10),
+        }
+    return tiny_settings(model)
+
+
 def run_model_step(step: Step, out: Path, limit_s: float, args, dataset_settings: dict) -> None:
     """One model through ``recbole_mm.benchmark`` (its worker is killed at the limit)."""
     from recbole_mm.benchmark import run_benchmark
 
     model = step.name
     if args.smoke:
-        settings = {**SMOKE_COMMON, **SMOKE_MODEL_SETTINGS.get(model, {})}
+        settings = {**SMOKE_COMMON, **smoke_model_settings(model)}
     else:
         settings = {**COMMON_SETTINGS, **MODEL_SETTINGS.get(model, {})}
     if args.device == "cpu":

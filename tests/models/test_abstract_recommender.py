@@ -8,7 +8,6 @@ import logging
 import pytest
 import torch
 from conftest import seeded_model, tiny_splits
-from test_contract import TINY_OVERRIDES
 
 from recbole_mm.config import Config
 from recbole_mm.model.abstract_recommender import (
@@ -18,6 +17,7 @@ from recbole_mm.model.abstract_recommender import (
     role_tags,
 )
 from recbole_mm.model.layers.graph import mean_adjacency, normalized_adjacency
+from recbole_mm.smoke import tiny_settings
 from recbole_mm.utils import recbole_mm_models
 
 FIXED = ("visual", "textual")
@@ -135,7 +135,7 @@ def test_sequential_graph_joins_users_to_their_history(tiny_root):
 
 def test_every_model_takes_its_features_from_the_base(tiny_root):
     for name in sorted(recbole_mm_models()):
-        config, train, _, _ = tiny_splits(tiny_root, name, **TINY_OVERRIDES[name])
+        config, train, _, _ = tiny_splits(tiny_root, name, **tiny_settings(name))
         model = seeded_model(name, config, train)
         dataset = train._dataset
         assert set(model.modality_roles.values()) == {"text", "image"}, name
@@ -161,7 +161,7 @@ def test_a_missing_fixed_role_warns_or_fails(tiny_root, caplog):
         model = seeded_model("IMECD", config, train)
     assert model.branches == ("id", "text")
     assert "plays the role(s) ['visual']; those branches are off" in caplog.text
-    config, train, _, _ = tiny_splits(tiny_root, "CEMG", **TINY_OVERRIDES["CEMG"], **only_text)
+    config, train, _, _ = tiny_splits(tiny_root, "CEMG", **tiny_settings("CEMG"), **only_text)
     with pytest.raises(ValueError, match=r"CEMG: no modality of dataset 'tiny-mm' \(\['text'\]\)"):
         seeded_model("CEMG", config, train)
     config, train, _, _ = tiny_splits(tiny_root, "VBPR", modality_roles={})

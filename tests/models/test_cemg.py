@@ -14,23 +14,12 @@ from recbole_ranking import recbole_hits
 from recbole_mm.evaluation import evaluate_cold_start
 from recbole_mm.model.layers.quantizer import ResidualQuantizer
 from recbole_mm.model.sequential_recommender.cemg import diversity_loss
+from recbole_mm.smoke import tiny_settings
 from recbole_mm.trainer.multistage import MultiStageTrainer
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = {
-    "embedding_size": 4,
-    "rq_levels": 2,
-    "rq_codebook_size": 8,
-    "rq_hidden_sizes": [8],
-    "rq_latent_dim": 4,
-    "t5_d_model": 8,
-    "t5_d_ff": 16,
-    "t5_layers": 1,
-    "t5_heads": 2,
-    "beam_size": 5,
-    "history_length": 5,
-    "stage_epochs": {"collab": 1, "tokenizer": 2, "generator": 1},
-}
+# The shared tiny sizes, and the epochs of each stage for the three-stage runs below.
+SMALL = tiny_settings("CEMG", stage_epochs={"collab": 1, "tokenizer": 2, "generator": 1})
 
 
 def _setup(tiny_root, tmp_path=None, **overrides):

@@ -7,48 +7,14 @@ import torch
 from conftest import seeded_model, tiny_splits
 from recbole.utils import init_seed
 
+from recbole_mm.smoke import TINY_MODEL_SETTINGS, tiny_settings
 from recbole_mm.utils import recbole_mm_models
-
-# Per-model settings that keep the tiny runs tiny.
-TINY_OVERRIDES: dict[str, dict] = {
-    "VBPR": {},
-    "GTC": {"diffusion_steps": 10, "gtc_denoiser_hidden_size": 8},
-    "IMECD": {
-        "diffusion_steps": 4,
-        "vq_codebook_size": 4,
-        "n_experts": 2,
-        "id_n_layers": 1,
-        "n_heads": 2,
-    },
-    "MMGRec": {
-        "rq_codebook_size": 4,
-        "rq_levels": 2,
-        "popularity_vocab_size": 32,
-        "rq_latent_dim": 4,
-        "rq_hidden_sizes": [8],
-        "n_heads": 2,
-        "history_length": 6,
-    },
-    "CEMG": {
-        "embedding_size": 4,
-        "rq_levels": 2,
-        "rq_codebook_size": 8,
-        "rq_hidden_sizes": [8],
-        "rq_latent_dim": 4,
-        "t5_d_model": 8,
-        "t5_d_ff": 16,
-        "t5_layers": 1,
-        "t5_heads": 2,
-        "beam_size": 5,
-        "history_length": 5,
-    },
-}
 
 
 @pytest.fixture(scope="module", params=sorted(recbole_mm_models()))
 def setup(request, tiny_root):
     name = request.param
-    config, train, _, test = tiny_splits(tiny_root, name, **TINY_OVERRIDES.get(name, {}))
+    config, train, _, test = tiny_splits(tiny_root, name, **tiny_settings(name))
     return name, config, train, test
 
 
@@ -66,7 +32,7 @@ def test_every_model_has_properties_and_contract_entry():
 
     for name in recbole_mm_models():
         assert properties.model_file(name).is_file(), name
-        assert name in TINY_OVERRIDES, f"add {name} to TINY_OVERRIDES"
+        assert name in TINY_MODEL_SETTINGS, f"add {name} to recbole_mm/smoke.py"
 
 
 def test_loss_is_finite_and_trains(setup):

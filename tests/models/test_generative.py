@@ -13,6 +13,7 @@ from torch import nn
 
 from recbole_mm.model.generative import SemanticIdRecommender, placeholder_codes
 from recbole_mm.model.layers.quantizer import append_collision_index
+from recbole_mm.smoke import tiny_settings
 
 
 class Toy(SemanticIdRecommender, nn.Module):
@@ -153,20 +154,11 @@ def test_full_sort_predict_refuses_rows_short_of_the_top_k():
 # A seeded run of each generative model on tiny-mm: untrained weights, codes assigned from the
 # untrained tokenizer, the first test users ranked. Values recorded before the models moved onto
 # SemanticIdRecommender (and unchanged by the move); a change means other numbers for a seed.
-# The options are written out, not taken from the contract test's TINY_OVERRIDES: they are
-# part of the golden values and must not move with settings tuned for speed elsewhere.
+# The options are the shared tiny sizes (recbole_mm/smoke.py, which says these values depend on
+# them) with the YAML's graph depth: tiny_config's n_layers, 1, is LightGCN's and GTC's.
 GOLDEN = {
     "MMGRec": {
-        "options": {
-            "n_layers": 2,  # the YAML's graph depth; tiny_config's n_layers is 1
-            "rq_codebook_size": 4,
-            "rq_levels": 2,
-            "popularity_vocab_size": 32,
-            "rq_latent_dim": 4,
-            "rq_hidden_sizes": [8],
-            "n_heads": 2,
-            "history_length": 6,
-        },
+        "options": tiny_settings("MMGRec", n_layers=2),
         "stages": ("generator",),
         "codes": [
             [3, 3, 3],
@@ -186,20 +178,7 @@ GOLDEN = {
         ],
     },
     "CEMG": {
-        "options": {
-            "n_layers": 2,  # the YAML's LightGCN depth; tiny_config's n_layers is 1
-            "embedding_size": 4,
-            "rq_levels": 2,
-            "rq_codebook_size": 8,
-            "rq_hidden_sizes": [8],
-            "rq_latent_dim": 4,
-            "t5_d_model": 8,
-            "t5_d_ff": 16,
-            "t5_layers": 1,
-            "t5_heads": 2,
-            "beam_size": 5,
-            "history_length": 5,
-        },
+        "options": tiny_settings("CEMG", n_layers=2),
         "stages": ("tokenizer", "generator"),
         "codes": [[7, 2], [1, 0], [2, 1], [5, 2], [1, 6], [4, 4], [5, 1], [3, 5]],
         "items": [[3, 22, 20, 5, 19], [3, 22, 20, 5, 19], [3, 20, 22, 19, 5]],

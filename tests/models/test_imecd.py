@@ -10,15 +10,11 @@ import torch
 from conftest import TINY, seeded_model, tiny_config
 
 from recbole_mm.config import Config
+from recbole_mm.smoke import tiny_settings
 from recbole_mm.utils import create_dataset, data_preparation
 
-SMALL = {
-    "diffusion_steps": 5,
-    "vq_codebook_size": 4,
-    "n_experts": 2,
-    "id_n_layers": 1,
-    "n_heads": 2,
-}
+# Five diffusion steps, not the shared four: the evaluation tests below count the denoiser calls.
+SMALL = tiny_settings("IMECD", diffusion_steps=5)
 
 
 def _config(root, **overrides):

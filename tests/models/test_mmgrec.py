@@ -14,20 +14,15 @@ from recbole_ranking import recbole_hits
 
 from recbole_mm.model.general_recommender.mmgrec import MMGRec, hierarchical_kmeans
 from recbole_mm.model.layers.semantic_ids import history_mask
+from recbole_mm.smoke import tiny_settings
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_MMGREC = {
-    "n_layers": 2,  # the YAML's graph depth (tiny_config's n_layers, 1, is LightGCN's and GTC's)
-    "rq_codebook_size": 4,
-    "rq_levels": 2,
-    "popularity_vocab_size": 32,
-    "rq_latent_dim": 4,
-    "rq_hidden_sizes": [8],
-    "n_heads": 2,
-    "inner_size": 16,
-    "history_length": 6,
-    "dropout_prob": 0.0,
-}
+TINY_MMGREC = tiny_settings(
+    "MMGRec",
+    n_layers=2,  # the YAML's graph depth (tiny_config's n_layers, 1, is LightGCN's and GTC's)
+    inner_size=16,
+    dropout_prob=0.0,
+)
 
 
 def _data(tiny_root, **overrides):
