@@ -81,3 +81,18 @@ def test_embedded_dataset_lives_in_cache(monkeypatch, tmp_path):
         config_dict={"use_gpu": False, "data_path": str(tmp_path / "mine")},
     )
     assert config["data_path"] == str(tmp_path / "mine" / "ml-100k-mm")
+
+
+def test_shipped_numbers_are_numbers_to_plain_yaml():
+    """Scripts and users read the property files with plain YAML, which takes ``1e-5`` (no dot)
+    for a string; every number-like value must be written so that it reads as a number."""
+    import re
+
+    number = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+    folder = properties.model_file("GTC").parent.parent
+    offenders = []
+    for path in sorted(folder.glob("*/*.yaml")):
+        for key, value in (yaml.safe_load(path.read_text()) or {}).items():
+            if isinstance(value, str) and number.match(value):
+                offenders.append(f"{path.name}: {key} = {value!r}")
+    assert not offenders, offenders
