@@ -26,7 +26,6 @@ See docs/benchmark.md for every column.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
@@ -35,10 +34,20 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+
+from recbole_mm.experiments.results import (
+    check_splits,
+    markdown_report,
+    plot_valid_curves,
+    summarise,
+    write_csv,
+    write_json,
+)
+from recbole_mm.experiments.results import (  # re-exported for benchmarks/merge_results.py
+    markdown_table as markdown_table,
+)
 
 PROTOCOLS = ("auto", "dataset", "loo", "ratio")
 # Leave-one-out by time: the last interaction of each user is its test item, the one before it
@@ -420,258 +429,6 @@ def run_in_subprocess(spec: dict, run_dir: Path, *, timeout: float | None = None
     return result
 
 
-def check_splits(runs: Sequence[dict]) -> dict[int, dict]:
-    """Per seed: each model's test-split hash and whether all models share it.
-
-    Args:
-        runs: run records (failed runs are ignored).
-
-    Returns:
-        ``{seed: {"consistent": bool, "hashes": {model: hash}, "odd": [models]}}``; ``odd``
-        lists the models whose hash differs from the most common one of that seed (all of them
-        when two hashes tie for most common).
-    """
-    by_seed: dict[int, dict[str, str]] = {}
-    for run in runs:
-        if run.get("status") == "ok":
-            by_seed.setdefault(run["seed"], {})[run["model"]] = run["split_hash"]
-    report = {}
-    for seed, hashes in by_seed.items():
-        top = Counter(hashes.values()).most_common(2)
-        if len(top) > 1 and top[0][1] == top[1][1]:
-            odd = list(hashes)  # no hash is the most common one: nothing to compare against
-        else:
-            odd = [m for m, h in hashes.items() if h != top[0][0]]
-        report[seed] = {"consistent": not odd, "hashes": hashes, "odd": odd}
-    return report
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    if not values:
-        return None, None
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return statistics.fmean(values), std
-
-
-def summarise(runs: Sequence[dict]) -> list[dict]:
-    """One row per model (in run order): mean and sample std over its successful seeds.
-
-    Args:
-        runs: run records as :func:`measure_run` / :func:`run_in_subprocess` return them.
-
-    Returns:
-        Rows with ``model``, ``seeds``, ``failed`` (seeds), ``test`` and ``valid``
-        (``{metric: (mean, std)}``; std is None with one seed), ``valid_metric`` and
-        ``(mean, std)`` pairs for ``train_s_per_epoch``, ``valid_s_mean``, ``test_s``,
-        ``peak_rss_mb``, ``peak_gpu_mb``, ``n_params``, ``epochs``.
-    """
-    splits = check_splits(runs)
-    rows: dict[str, dict] = {}
-    for run in runs:
-        row = rows.setdefault(run["model"], {"model": run["model"], "ok": [], "failed": []})
-        row["ok" if run.get("status") == "ok" else "failed"].append(run)
-    summary = []
-    for model, row in rows.items():
-        ok = row["ok"]
-        entry: dict[str, Any] = {
-            "model": model,
-            "seeds": [r["seed"] for r in ok],
-            "failed": [r["seed"] for r in row["failed"]],
-            "valid_metric": ok[0]["valid_metric"] if ok else None,
-            "split_ok": all(model not in splits[r["seed"]]["odd"] for r in ok),
-        }
-        for part, key in (("test", "test_result"), ("valid", "best_valid_result")):
-            metrics = list(dict.fromkeys(m for r in ok for m in r[key]))
-            entry[part] = {m: _mean_std([r[key][m] for r in ok if m in r[key]]) for m in metrics}
-        for key in (
-            "train_s_per_epoch",
-            "valid_s_mean",
-            "test_s",
-            "peak_rss_mb",
-            "peak_gpu_mb",
-            "n_params",
-            "epochs",
-        ):
-            entry[key] = _mean_std([r[key] for r in ok if r.get(key) is not None])
-        summary.append(entry)
-    return summary
-
-
-def _fmt(pair: tuple[float | None, float | None], digits: int, thousands: bool = False) -> str:
-    mean, std = pair
-    if mean is None:
-        return "–"
-    text = f"{mean:,.{digits}f}" if thousands else f"{mean:.{digits}f}"
-    if std is not None:
-        text += f" ± {std:,.{digits}f}" if thousands else f" ± {std:.{digits}f}"
-    return text
-
-
-def markdown_table(rows: Sequence[dict]) -> str:
-    """The Markdown table of :func:`summarise`'s rows.
-
-    Columns: model, every test metric, the best validation value of the validation metric,
-    train s/epoch, validation s, peak MB (RSS; GPU MB too when a run used a GPU), #params,
-    epochs, and ``split`` (``same`` when the model's test split equals the most common one of
-    each seed, ``DIFFERS`` otherwise).
-
-    Args:
-        rows: as :func:`summarise` returns them.
-    """
-    metrics = list(dict.fromkeys(m for row in rows for m in row["test"]))
-    valid_metrics = {row["valid_metric"] for row in rows if row["valid_metric"]}
-    one_valid = valid_metrics.pop() if len(valid_metrics) == 1 else None
-    gpu = any(row["peak_gpu_mb"][0] is not None for row in rows)
-    header = ["model", *(f"test {m}" for m in metrics)]
-    header += [f"best valid {one_valid}" if one_valid else "best valid"]
-    header += ["s/epoch", "eval s", "peak MB", *(["GPU MB"] if gpu else [])]
-    header += ["#params", "epochs", "split"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        if not row["seeds"]:
-            cells = [row["model"], *(["failed"] * (len(header) - 1))]
-        else:
-            vm = row["valid_metric"]
-            best = _fmt(row["valid"].get(vm, (None, None)), 4)
-            cells = [row["model"], *(_fmt(row["test"].get(m, (None, None)), 4) for m in metrics)]
-            cells += [best if one_valid else f"{vm}: {best}"]
-            cells += [_fmt(row["train_s_per_epoch"], 2), _fmt(row["valid_s_mean"], 2)]
-            cells += [_fmt(row["peak_rss_mb"], 0, thousands=True)]
-            cells += [_fmt(row["peak_gpu_mb"], 0, thousands=True)] if gpu else []
-            epoch_digits = 1 if row["epochs"][1] else 0  # a fraction only when seeds differ
-            cells += [_fmt(row["n_params"], 0, thousands=True), _fmt(row["epochs"], epoch_digits)]
-            cells += ["same" if row["split_ok"] else "DIFFERS"]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def markdown_report(
-    rows: Sequence[dict], runs: Sequence[dict], *, dataset: str, protocol: str
-) -> str:
-    """``results.md``: a header line, the table, then split and failure notes.
-
-    Args:
-        rows: as :func:`summarise` returns them.
-        runs: the run records.
-        dataset: dataset name.
-        protocol: the resolved protocol.
-    """
-    seeds = sorted({r["seed"] for r in runs})
-    devices = sorted({r["device"] for r in runs if r.get("device")})
-    eval_args = next((r["eval_args"] for r in runs if r.get("eval_args")), None)
-    parts = [
-        f"Dataset `{dataset}`, protocol `{protocol}` (eval_args `{json.dumps(eval_args)}`), "
-        f"seeds {', '.join(map(str, seeds))}, device {', '.join(devices) or '–'}. "
-        + ("Mean ± sample std over seeds." if len(seeds) > 1 else "One seed."),
-        "",
-        markdown_table(rows),
-        "",
-    ]
-    for seed, split in sorted(check_splits(runs).items()):
-        hashes = ", ".join(f"{m} `{h[:12]}`" for m, h in split["hashes"].items())
-        if split["consistent"]:
-            common = next(iter(split["hashes"].values()))
-            parts.append(f"- seed {seed}: every model has the same test split (`{common[:12]}`).")
-        else:
-            parts.append(f"- seed {seed}: **test splits differ**: {hashes}.")
-    slowed = list(dict.fromkeys(r["model"] for r in runs if r.get("anomaly_detection")))
-    if slowed:
-        parts.append(
-            f"- torch autograd anomaly detection was on while training {', '.join(slowed)}: "
-            "their training times are inflated."
-        )
-    for row in rows:
-        if row["failed"]:
-            seeds_text = ", ".join(map(str, row["failed"]))
-            parts.append(f"- {row['model']}: failed for seed(s) {seeds_text} (see results.json).")
-    return "\n".join(parts).rstrip() + "\n"
-
-
-CSV_FIXED = (
-    "model",
-    "seed",
-    "status",
-    "device",
-    "epochs",
-    "train_s_per_epoch",
-    "valid_s_mean",
-    "test_s",
-    "data_s",
-    "total_s",
-    "peak_rss_mb",
-    "peak_gpu_mb",
-    "n_params",
-    "valid_metric",
-    "best_valid_score",
-    "split_hash",
-    "n_test_pairs",
-)
-
-
-def write_csv(runs: Sequence[dict], path: Path) -> None:
-    """``results.csv``: one row per run; metrics as ``test_<metric>`` and ``valid_<metric>``.
-
-    Args:
-        runs: the run records.
-        path: file to write.
-    """
-    test = list(dict.fromkeys(m for r in runs for m in r.get("test_result", {})))
-    valid = list(dict.fromkeys(m for r in runs for m in r.get("best_valid_result", {})))
-    fields = [*CSV_FIXED, *(f"test_{m}" for m in test), *(f"valid_{m}" for m in valid)]
-    with path.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for run in runs:
-            row = {key: run.get(key) for key in CSV_FIXED}
-            row.update({f"test_{m}": v for m, v in run.get("test_result", {}).items()})
-            row.update({f"valid_{m}": v for m, v in run.get("best_valid_result", {}).items()})
-            writer.writerow(row)
-
-
-def plot_valid_curves(runs: Sequence[dict], path: Path) -> None:
-    """``valid_curves.png``: validation score against epoch, one line per model.
-
-    With several seeds the line is the mean over the seeds that reached that epoch (early
-    stopping ends seeds at different epochs) and the band spans their min and max.
-
-    Args:
-        runs: the run records.
-        path: file to write.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    metrics = set()
-    for model in dict.fromkeys(r["model"] for r in runs):
-        scores: dict[int, list[float]] = {}
-        for run in runs:
-            if run["model"] == model and run.get("status") == "ok":
-                metrics.add(run["valid_metric"])
-                for point in run["valid_curve"]:
-                    scores.setdefault(point["epoch"], []).append(point["score"])
-        if not scores:
-            continue
-        epochs = sorted(scores)
-        means = [statistics.fmean(scores[e]) for e in epochs]
-        (line,) = ax.plot(epochs, means, marker="o", markersize=3, label=model)
-        if any(len(v) > 1 for v in scores.values()):
-            low, high = [min(scores[e]) for e in epochs], [max(scores[e]) for e in epochs]
-            ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("valid " + ", ".join(sorted(metrics)))
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def _check_overrides(overrides: Sequence[str], config_dict: dict | None) -> dict:
     """The overrides as settings; raises ValueError for a malformed one or a reserved key."""
     from recbole_mm.config import parse_overrides
@@ -790,7 +547,7 @@ def run_benchmark(
                 )
             else:
                 progress(f"[{index}/{total}] {model} seed={seed} FAILED: {run['error']}")
-            _write_json(out / "results.json", _results(dataset, resolved, eval_args, runs))
+            write_json(out / "results.json", _results(dataset, resolved, eval_args, runs))
 
     rows = summarise(runs)
     report = markdown_report(rows, runs, dataset=dataset, protocol=resolved)
@@ -823,12 +580,6 @@ def _results(dataset: str, protocol: str, eval_args: dict | None, runs: list[dic
         "splits": {str(k): v for k, v in check_splits(runs).items()},
         "runs": runs,
     }
-
-
-def _write_json(path: Path, data: dict) -> None:
-    partial = path.with_suffix(".part")
-    partial.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(partial, path)
 
 
 # ---------------------------------------------------------------------------------------------

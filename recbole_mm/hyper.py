@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import argparse
 import ast
-import csv
-import json
 import math
 import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from recbole_mm.experiments.results import write_search_results as write_results
 
 ALGORITHMS = ("exhaustive", "random", "bayes")
 BACKENDS = ("hyperopt", "ray")
@@ -224,62 +224,6 @@ def run_trial(params: dict, fixed: dict, config_files: list[str] | None, trial_d
         seconds=seconds,
         checkpoint=checkpoint,
     )
-
-
-def write_results(result: SearchResult, folder: str | Path) -> dict[str, Path]:
-    """``results.csv``, ``results.md`` and ``results.json``: one row per trial, best marked."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    try:
-        best = result.best
-    except RuntimeError:  # every trial failed: the table shows why
-        best = None
-    params = sorted({k for t in result.trials for k in t.params})
-    valid_keys = sorted({k for t in result.trials for k in t.valid})
-    test_keys = sorted({k for t in result.trials for k in t.test})
-    header = (
-        ["trial", "best"]
-        + params
-        + [f"valid {k}" for k in valid_keys]
-        + [f"test {k}" for k in test_keys]
-        + ["seconds", "checkpoint", "error"]
-    )
-    rows = []
-    for i, t in enumerate(result.trials):
-        rows.append(
-            [i, "*" if t is best else ""]
-            + [t.params.get(k, "") for k in params]
-            + [t.valid.get(k, "") for k in valid_keys]
-            + [t.test.get(k, "") for k in test_keys]
-            + [
-                "" if t.seconds is None else round(t.seconds, 2),
-                t.checkpoint or "",
-                t.error or "",
-            ]
-        )
-    paths = {"csv": folder / "results.csv", "md": folder / "results.md"}
-    with open(paths["csv"], "w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
-    title = (
-        f"# {result.model} on {result.dataset}: {result.backend} {result.algo} search, "
-        f"{len(result.trials)} trials, {result.wall_seconds:.1f} s\n\n"
-        f"Selected on valid {result.valid_metric} "
-        f"({'higher' if result.bigger else 'lower'} is better); test shown beside it.\n\n"
-    )
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
-    paths["md"].write_text(title + "\n".join(lines) + "\n")
-    paths["json"] = folder / "results.json"
-    summary = {
-        **{k: v for k, v in asdict(result).items() if k != "trials"},
-        "trials": [asdict(t) for t in result.trials],
-        "best_trial": None if best is None else result.trials.index(best),
-        "best_params": None if best is None else best.params,
-        "best_valid": None if best is None else best.valid,
-        "best_test": None if best is None else best.test,
-    }
-    paths["json"].write_text(json.dumps(summary, indent=2, default=str))
-    return paths
 
 
 def _driver_config(model, dataset, config_files, fixed):
