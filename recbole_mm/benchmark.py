@@ -18,8 +18,8 @@ runs every model under leave-one-out by time (:data:`LOO_EVAL_ARGS`); ``loo`` an
 a protocol, ``dataset`` keeps what the configuration says. Each run hashes its test split (the
 sorted original user/item id pairs) and the table flags models whose split differs.
 
-Timings come from wrapping three methods of the trainer *instance* (``_train_epoch``,
-``_valid_epoch``, ``evaluate``); RecBole's classes and its ``fit`` loop are used unchanged.
+Timings come from :class:`recbole_mm.experiments.timer.TimedTrainerMixin`, put in front of the
+model's trainer class; RecBole's ``fit`` loop runs unchanged.
 See docs/benchmark.md for every column.
 """
 
@@ -48,6 +48,7 @@ from recbole_mm.experiments.results import (
 from recbole_mm.experiments.results import (  # re-exported for benchmarks/merge_results.py
     markdown_table as markdown_table,
 )
+from recbole_mm.experiments.timer import float_metrics, with_timer
 
 PROTOCOLS = ("auto", "dataset", "loo", "ratio")
 # Leave-one-out by time: the last interaction of each user is its test item, the one before it
@@ -175,84 +176,6 @@ def split_hash(dataset) -> tuple[str, int]:
 # One run (inside the worker process)
 
 
-class TrainerTimer:
-    """Times one trainer instance by wrapping its bound methods; RecBole's classes stay as they are.
-
-    ``fit`` calls ``self._train_epoch`` and ``self._valid_epoch`` (which calls ``self.evaluate``),
-    so attributes set on the instance shadow the class methods for this trainer only.
-
-    Args:
-        trainer: a RecBole trainer, before ``fit``.
-        synchronize: called before each clock read (``torch.cuda.synchronize`` on GPU), so that
-            asynchronous kernels are counted in the phase that launched them.
-    """
-
-    def __init__(self, trainer, synchronize: Callable[[], None] | None = None) -> None:
-        self.train_s: list[float] = []
-        self.train_loss: list[float | None] = []
-        self.valid_s: list[float] = []
-        self.test_s: list[float] = []
-        self.curve: list[dict] = []
-        self._sync = synchronize or (lambda: None)
-        self._epoch = 0
-        self._validating = False
-        train_epoch, valid_epoch, evaluate = (
-            trainer._train_epoch,
-            trainer._valid_epoch,
-            trainer.evaluate,
-        )
-
-        def timed_train_epoch(train_data, epoch_idx, *args, **kwargs):
-            start = self._clock()
-            loss = train_epoch(train_data, epoch_idx, *args, **kwargs)
-            self.train_s.append(self._clock() - start)
-            self.train_loss.append(_loss_value(loss))
-            self._epoch = epoch_idx + 1
-            return loss
-
-        def timed_valid_epoch(valid_data, *args, **kwargs):
-            self._validating = True
-            start = self._clock()
-            try:
-                valid_score, valid_result = valid_epoch(valid_data, *args, **kwargs)
-            finally:
-                self._validating = False
-            self.valid_s.append(self._clock() - start)
-            self.curve.append(
-                {"epoch": self._epoch, "score": float(valid_score), "result": _floats(valid_result)}
-            )
-            return valid_score, valid_result
-
-        def timed_evaluate(eval_data, *args, **kwargs):
-            if self._validating:  # counted by timed_valid_epoch
-                return evaluate(eval_data, *args, **kwargs)
-            start = self._clock()
-            result = evaluate(eval_data, *args, **kwargs)
-            self.test_s.append(self._clock() - start)
-            return result
-
-        trainer._train_epoch = timed_train_epoch
-        trainer._valid_epoch = timed_valid_epoch
-        trainer.evaluate = timed_evaluate
-
-    def _clock(self) -> float:
-        self._sync()
-        return time.perf_counter()
-
-
-def _loss_value(loss) -> float | None:
-    if isinstance(loss, tuple):
-        loss = sum(loss)
-    try:
-        return float(loss)
-    except (TypeError, ValueError):
-        return None
-
-
-def _floats(result: dict | None) -> dict[str, float]:
-    return {key: float(value) for key, value in (result or {}).items()}
-
-
 def _mean(values: Sequence[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
@@ -308,9 +231,9 @@ def measure_run(
     on_gpu = device.type == "cuda"
     test_hash, n_test_pairs = split_hash(test_data._dataset)
 
-    net, trainer = build(config, train_data)
+    net, trainer = build(config, train_data, wrap_trainer=with_timer)
     n_params = sum(p.numel() for p in net.parameters() if p.requires_grad)
-    timer = TrainerTimer(trainer, synchronize=torch.cuda.synchronize if on_gpu else None)
+    timer = trainer.timings
     show_progress = config["show_progress"]
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=True, show_progress=show_progress
@@ -326,8 +249,8 @@ def measure_run(
         "device": str(device),
         "valid_metric": config["valid_metric"].lower(),
         "best_valid_score": float(best_valid_score),
-        "best_valid_result": _floats(best_valid_result),
-        "test_result": _floats(test_result),
+        "best_valid_result": float_metrics(best_valid_result),
+        "test_result": float_metrics(test_result),
         "epochs": len(timer.train_s),
         "train_s_per_epoch": _mean(timer.train_s),
         "train_epoch_s": timer.train_s,

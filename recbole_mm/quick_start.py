@@ -56,16 +56,20 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, *
     return config, dataset, train_data, valid_data, test_data
 
 
-def build(config, train_data):
+def build(config, train_data, *, wrap_trainer=None):
     """The model (on ``config['device']``) and its trainer, seeded as RecBole seeds them.
 
     The trainer writes weights-only checkpoints and a resume file every epoch
     (:mod:`recbole_mm.trainer.checkpoint`); with ``resume_file`` set it continues that run.
+    ``wrap_trainer``, if given, composes the trainer class before it is built (the benchmark
+    passes :func:`recbole_mm.experiments.timer.with_timer`).
     """
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     getLogger().info(model)
     trainer_class = with_safe_checkpoints(get_trainer(config["MODEL_TYPE"], config["model"]))
+    if wrap_trainer is not None:
+        trainer_class = wrap_trainer(trainer_class)
     trainer = trainer_class(config, model)
     if config["resume_file"]:
         trainer.resume_checkpoint(config["resume_file"])

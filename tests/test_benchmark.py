@@ -16,7 +16,6 @@ from recbole_mm import benchmark
 from recbole_mm.benchmark import (
     LOO_EVAL_ARGS,
     RATIO_EVAL_ARGS,
-    TrainerTimer,
     check_splits,
     markdown_report,
     plot_valid_curves,
@@ -25,6 +24,7 @@ from recbole_mm.benchmark import (
     summarise,
     write_csv,
 )
+from recbole_mm.experiments.timer import TimedTrainerMixin, with_timer
 from recbole_mm.utils import UnknownModelError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,18 +132,21 @@ class _FakeTrainer:
                 self._valid_epoch(None)
 
 
-def test_trainer_timer_wraps_only_the_instance():
+def test_trainer_timer_is_a_mixin_in_front_of_the_class():
     class_methods = dict(vars(_FakeTrainer))
-    trainer = _FakeTrainer()
-    timer = TrainerTimer(trainer)
+    timed_class = with_timer(_FakeTrainer)
+    assert with_timer(_FakeTrainer) is timed_class and with_timer(timed_class) is timed_class
+    assert timed_class.__mro__[1:3] == (TimedTrainerMixin, _FakeTrainer)
+    trainer = timed_class()
     trainer.fit(4)
     trainer.evaluate(None)
+    timer = trainer.timings
     assert len(timer.train_s) == 4 and timer.train_loss == [3.0] * 4
     assert len(timer.valid_s) == 2 and len(timer.test_s) == 1  # validation is not test
     assert [p["epoch"] for p in timer.curve] == [2, 4]
     assert timer.curve[0] == {"epoch": 2, "score": 0.25, "result": {"ndcg@10": 0.25}}
-    # The instance is wrapped; the class (RecBole's, in real runs) is untouched.
-    assert {"_train_epoch", "_valid_epoch", "evaluate"} <= set(vars(trainer))
+    # Nothing is patched: not the instance, not the class behind the mixin (RecBole's).
+    assert not {"_train_epoch", "_valid_epoch", "evaluate"} & set(vars(trainer))
     assert dict(vars(_FakeTrainer)) == class_methods
 
 

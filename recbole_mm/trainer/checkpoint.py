@@ -500,7 +500,25 @@ def join_process_group(config, local_rank: int) -> None:
         config["verbose"] = False
 
 
-_WRAPPED: dict[type, type] = {}
+_COMPOSED: dict[tuple[type, type], type] = {}
+
+
+def mixin_in_front(mixin: type, trainer_class: type) -> type:
+    """``trainer_class`` with ``mixin`` in front: same name and docstring, one class per pair.
+
+    Used by :func:`with_safe_checkpoints` and by the benchmark's
+    :func:`recbole_mm.experiments.timer.with_timer`; composing both gives one class whose
+    methods call down the chain, with nothing patched on an instance or on RecBole's classes.
+    """
+    if issubclass(trainer_class, mixin):
+        return trainer_class
+    if (mixin, trainer_class) not in _COMPOSED:
+        _COMPOSED[mixin, trainer_class] = type(
+            trainer_class.__name__,
+            (mixin, trainer_class),
+            {"__module__": mixin.__module__, "__doc__": trainer_class.__doc__},
+        )
+    return _COMPOSED[mixin, trainer_class]
 
 
 def _manages_own_checkpoints(trainer_class: type) -> bool:
@@ -522,10 +540,4 @@ def with_safe_checkpoints(trainer_class: type) -> type:
     """
     if issubclass(trainer_class, SafeCheckpointMixin) or _manages_own_checkpoints(trainer_class):
         return trainer_class
-    if trainer_class not in _WRAPPED:
-        _WRAPPED[trainer_class] = type(
-            trainer_class.__name__,
-            (SafeCheckpointMixin, trainer_class),
-            {"__module__": __name__, "__doc__": trainer_class.__doc__},
-        )
-    return _WRAPPED[trainer_class]
+    return mixin_in_front(SafeCheckpointMixin, trainer_class)
