@@ -69,7 +69,7 @@ def summarise(runs: Sequence[dict]) -> list[dict]:
     """One row per model (in run order): mean and sample std over its successful seeds.
 
     Args:
-        runs: run records as :func:`recbole_mm.benchmark.measure_run` / ``run_in_subprocess`` return them.
+        runs: run records as :func:`recbole_mm.experiments.measure.measure_run` returns them.
 
     Returns:
         Rows with ``model``, ``seeds``, ``failed`` (seeds), ``test`` and ``valid``
@@ -282,6 +282,17 @@ def plot_valid_curves(runs: Sequence[dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def results_record(dataset: str, protocol: str, eval_args: dict | None, runs: list[dict]) -> dict:
+    """``results.json``: the run records with the dataset, protocol and per-seed split check."""
+    return {
+        "dataset": dataset,
+        "protocol": protocol,
+        "eval_args": eval_args,
+        "splits": {str(k): v for k, v in check_splits(runs).items()},
+        "runs": runs,
+    }
 
 
 def write_json(path: Path, data: dict, **dumps_kwargs) -> None:
