@@ -150,6 +150,17 @@ def test_trainer_timer_is_a_mixin_in_front_of_the_class():
     assert dict(vars(_FakeTrainer)) == class_methods
 
 
+def test_trainer_timer_synchronizes_cuda_before_each_clock_read():
+    import torch
+
+    class _CudaTrainer(_FakeTrainer):
+        def __init__(self):
+            self.device = torch.device("cuda", 0)  # as RecBole's Trainer sets it
+
+    assert with_timer(_CudaTrainer)()._synchronize is torch.cuda.synchronize
+    assert with_timer(_FakeTrainer)()._synchronize is not torch.cuda.synchronize
+
+
 def test_unknown_model_fails_before_any_run(tmp_path, capsys):
     out = tmp_path / "out"
     with pytest.raises(UnknownModelError, match="NoSuchModel.*BPR"):
