@@ -34,15 +34,18 @@ Deviations (the paper is silent unless said otherwise):
       default with the target ``x0`` detached (``rec_stop_gradient``): only the cross-entropy
       shapes the item representations. With gradients through ``x0`` as well, L_r pulls every
       target towards the predictions and the ranking collapses. ``lambda_r`` weighs L_r
-      (Eq. 22 has 1; 0 is DiffuRec's loss). Figures: docs/models/IMECD.md. Each branch draws
-      its own timesteps and noise.
+      (Eq. 22 has 1; 0 is DiffuRec's loss). The default is 0: every weight from 0.001 to 1 cost
+      validation NDCG@10 on ml-100k-mm (.0315 at 1 against .0552 at 0, 3 epochs); ``lambda_r:
+      1`` is the paper's Eq. 22. Figures: docs/models/IMECD.md. Each branch draws its own
+      timesteps and noise.
     - Eq. 20-21 (training) score the one-step ``x0_hat = f(x_t, t, s~)`` of Eq. 13 at the
       branch's random ``t``, not the reverse chain's ``p_u`` (DiffuRec's practice; running the
       chain in training would cost ``T`` denoiser passes per step). Evaluation scores ``p_u``.
     - ``diffusion_eval_steps`` < ``diffusion_steps`` replaces the ``T``-step DDPM chain at
       evaluation by a strided deterministic DDIM chain; 1 is a single denoiser pass from ``x_T``
       at ``t = T - 1``. With ``diffusion_lambda`` = 0.001 the denoiser barely reads ``x_t``, and
-      one step ranks as the full chain does at a 22nd of the cost (docs/models/IMECD.md).
+      one step ranks as the full chain does at a 22nd of the cost (docs/models/IMECD.md), so
+      1 is the default; ``diffusion_eval_steps: ~`` runs the paper's T-step chain.
     - Evaluation noise (``x_T`` and the per-step noise of Eq. 18) comes from a
       ``torch.Generator`` seeded with ``seed`` and re-seeded whenever the model enters eval
       mode, so that every evaluation of the same weights gives the same scores.
