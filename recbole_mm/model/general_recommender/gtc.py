@@ -254,6 +254,10 @@ class GTC(MultimodalGeneralRecommender):
         real_items = items[1:]  # RecBole's padding item 0 left out of the mean
         return torch.cat([users - users.mean(dim=0), items - real_items.mean(dim=0)])
 
+    def _real_nodes(self, rows: torch.Tensor) -> torch.Tensor:
+        """The rows of every user and item, RecBole's padding item 0 left out."""
+        return torch.cat([rows[: self.n_users], rows[self.n_users + 1 :]])
+
     def _diffusion_stats(self, c0_all) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(scale, clip)`` of one modality's diffusion space, from every real node's ``C_0``
         (all users and items, RecBole's padding item 0 left out), in training and evaluation
@@ -263,9 +267,7 @@ class GTC(MultimodalGeneralRecommender):
         Shapes:
             c0_all: ``[n_users + n_items, d]``; scale and clip: ``[d]``.
         """
-        real = torch.ones(c0_all.shape[0], dtype=torch.bool, device=c0_all.device)
-        real[self.n_users] = False  # the padding item
-        c0 = c0_all.detach()[real]
+        c0 = self._real_nodes(c0_all.detach())
         scale = c0.pow(2).mean(dim=0).sqrt().clamp(min=1e-8) if self.standardize else None
         if scale is None:
             scale = c0.new_ones(c0.shape[1])
@@ -333,9 +335,7 @@ class GTC(MultimodalGeneralRecommender):
 
     def _mean_norm(self, s_all) -> torch.Tensor:
         """Mean row norm of ``S`` over every real node (padding item left out), detached."""
-        real = torch.ones(s_all.shape[0], dtype=torch.bool, device=s_all.device)
-        real[self.n_users] = False
-        return s_all.detach()[real].norm(dim=-1).mean()
+        return self._real_nodes(s_all.detach()).norm(dim=-1).mean()
 
     def _content_views(self, s, contents, stats, *, sampler, n_steps, generator=None):
         if not self.denoise:
