@@ -55,6 +55,10 @@ pyarrow                ``ExperimentAnalysis`` asks pyarrow whether   experiment_
                        the *local* results folder is a directory
                        and raises "requires pyarrow" (pyarrow is in
                        ``ray[tune]``, RecBole requires plain ``ray``)
+transformers >= 5      a model's key/value cache is passed and        :func:`cache_argument`,
+                       returned as ``cache``, no longer              :func:`returned_cache`
+                       ``past_key_values`` (a deprecated alias,
+                       removed in 5.40); 4.x knows only the old name
 =====================  ============================================  ==========================
 
 No pin can fix numpy, scipy or ray: the project must run on Python 3.12 and on current numpy and
@@ -76,6 +80,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import sys
 import types
 from typing import Any
@@ -243,3 +248,25 @@ def patch_ray_local_experiment_analysis() -> None:
     module = importlib.import_module("ray.tune.analysis.experiment_analysis")
     if not getattr(module.is_directory, "recbole_mm", False):
         module.is_directory = _local_is_directory(module.is_directory)
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_parameter(model_class: type) -> str:
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def cache_argument(model: Any, cache: Any) -> dict:
+    """The keyword that hands ``cache`` (a key/value cache) to a ``transformers`` model's
+    ``forward``: ``{"cache": cache}`` on transformers >= 5, ``{"past_key_values": cache}``
+    before; ``{}`` for no cache."""
+    if cache is None:
+        return {}
+    return {_cache_parameter(type(model)): cache}
+
+
+def returned_cache(output: Any) -> Any:
+    """The key/value cache of a ``transformers`` model output (``cache`` on transformers >= 5,
+    ``past_key_values`` before)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else getattr(output, "past_key_values", None)

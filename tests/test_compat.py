@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import inspect
 import pickle
 import subprocess
 import sys
@@ -249,3 +250,32 @@ def test_ray_reads_a_local_results_folder_without_pyarrow(tmp_path):
     assert experiment_analysis.is_directory(str(tmp_path)) is True
     (tmp_path / "state.json").write_text("{}")
     assert experiment_analysis.is_directory(str(tmp_path / "state.json")) is False
+
+
+@pytest.mark.parametrize("backbone", ["t5", "decoder"])
+def test_transformers_cache_goes_by_the_installed_name(backbone):
+    """transformers 5 renamed ``past_key_values`` to ``cache`` (the old name warns, then goes);
+    4.x knows only ``past_key_values``. The cached search step must hand the cache over under
+    the name the installed release takes, and get it back from the output."""
+    import warnings
+
+    from recbole_mm.model.layers.t5_generator import CodeGenerator
+
+    torch.manual_seed(0)
+    gen = CodeGenerator(
+        backbone=backbone, vocab_sizes=[4, 3], d_model=8, d_ff=16, n_layers=1, n_heads=2,
+        dropout=0.0, max_prompt_tokens=8,
+    ).eval()
+    prompt = gen.tokens.tokens(torch.tensor([[1, 2], [3, 0]])).repeat(1, 2)  # [2, 4]
+    mask = torch.ones_like(prompt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a deprecated keyword would raise here
+        log_probs, state = gen.search_step(
+            torch.zeros(2, 0, dtype=torch.long), gen.search_state(prompt, mask)
+        )
+        assert state[2] is not None  # the output's cache was found
+        gen.search_step(torch.tensor([[1], [2]]), state)
+    parameters = inspect.signature(type(gen.model).forward).parameters
+    (name,) = compat.cache_argument(gen.model, state[2])
+    assert name in parameters
+    assert compat.cache_argument(gen.model, None) == {}

@@ -85,13 +85,15 @@ def test_hf_generate_agrees_with_shared_constrained_search(tiny_root, trained):
     config, model, _, (_, _, test), _ = trained
     interaction = next(iter(test))[0]
     model.eval()
+    default = model.generation_backend
     with torch.no_grad():
-        hf = model.full_sort_predict(interaction)
-        model.generation_backend = "shared"
         try:
+            model.generation_backend = "hf"
+            hf = model.full_sort_predict(interaction)
+            model.generation_backend = "shared"
             shared = model.full_sort_predict(interaction)
         finally:
-            model.generation_backend = "hf"
+            model.generation_backend = default
     assert torch.equal(torch.isfinite(hf), torch.isfinite(shared))
     torch.testing.assert_close(hf, shared, atol=1e-4, rtol=0)
 
@@ -208,13 +210,13 @@ def test_rows_short_of_top_k_are_refused_not_filled_by_ties(tiny_root, monkeypat
     interaction = next(iter(test))[0]
     n, kept = model.n_items, torch.tensor([model.n_items - 1, model.n_items - 2, model.n_items - 3])
 
-    def lossy(prompt, mask, **kwargs):
-        items = torch.full((len(prompt), 5), -1)
+    def lossy(interaction, masked):  # either backend's beams, two of five lost
+        items = torch.full((len(interaction), 5), -1)
         items[:, :3] = kept
         scores = torch.tensor([-1.0, -2.0, -3.0, float("-inf"), float("-inf")])
-        return items, scores.expand(len(prompt), 5)
+        return items, scores.expand(len(interaction), 5)
 
-    monkeypatch.setattr(model.generator, "generate", lossy)
+    monkeypatch.setattr(model, "_generate", lossy)
     outside = torch.ones(len(interaction), n, dtype=torch.bool)
     outside[:, 0] = False
     outside[:, kept] = False

@@ -23,6 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from recbole_mm.compat import cache_argument, returned_cache
+from recbole_mm.model.layers.semantic_ids import constrained_beam_search, reorder_state
+
 PAD, EOS, BOS = 0, 1, 2  # special tokens of a generator built from scratch
 N_SPECIAL = 3
 _DEAD_SCORE = -1e8  # beam scores below this come from transformers' -1e9 spare-beam start
@@ -320,8 +323,6 @@ class CodeGenerator(nn.Module):
         return items.masked_fill(repeat, -1), scores.masked_fill(repeat, float("-inf"))
 
     def _generate_shared(self, prompt, prompt_mask, trie, beam_size, excluded):
-        from recbole_mm.model.layers.semantic_ids import constrained_beam_search
-
         return constrained_beam_search(
             self.search_step,
             trie,
@@ -329,44 +330,113 @@ class CodeGenerator(nn.Module):
             beam_size=beam_size,
             excluded=excluded,
             state=self.search_state(prompt, prompt_mask),
+            reorder=self.search_reorder,
             device=prompt.device,
+            first_step_per_user=True,
         )
 
-    def search_state(self, prompt, prompt_mask) -> tuple[torch.Tensor, torch.Tensor]:
+    # The state of the shared search: (context, mask, cache), batch-first. T5: the encoder
+    # output [B', P, d] and its mask [B', P]. Decoder-only: before the first step the prompt and
+    # its mask, after it the attention mask so far [B', P + 1 + l] and the next position
+    # [B', 1]. ``cache``: the backbone's key/value cache, None before the first step (T5 keeps
+    # its cross-attention keys and values there, computed once per user).
+    def search_state(self, prompt, prompt_mask) -> tuple:
         """The state :meth:`search_step` starts from (T5: the encoder runs once, here).
 
         Shapes:
-            prompt, prompt_mask: ``[B, P]``; returns two batch-first ``[B, *]`` tensors.
+            prompt, prompt_mask: ``[B, P]``; returns ``(context, mask, None)``.
         """
         if self.backbone_kind == "t5":
             encoder = self.model.get_encoder()
             hidden = encoder(input_ids=prompt, attention_mask=prompt_mask).last_hidden_state
-            return hidden, prompt_mask
-        return prompt, prompt_mask
+            return hidden, prompt_mask, None
+        return prompt, prompt_mask, None
 
     def search_step(self, codes, state) -> tuple[torch.Tensor, tuple]:
         """One step of ``constrained_beam_search``: log-probabilities of the next level's codes.
 
-        The decoder re-reads the ``l`` codes chosen so far (no key/value cache); the
-        log-softmax runs over the whole vocabulary, as in the ``"hf"`` backend.
+        The first step (``codes`` ``[B', 0]``) runs the decoder on its start token (T5) or on
+        the prompt and separator (decoder-only) and keeps the key/value cache; every later
+        step feeds only the code chosen last. The log-softmax runs over the whole vocabulary,
+        as in the ``"hf"`` backend.
 
         Shapes:
             codes: ``[B', l]`` long; returns ``([B', vocab_sizes[l]], state)``.
         """
-        tokens = self.tokens.tokens(codes)  # [B', l]
+        first, mask, cache = state
         level = codes.shape[1]
-        if self.backbone_kind == "t5":
-            hidden, mask = state
-            start = tokens.new_full((tokens.shape[0], 1), self.pad)
-            out = self.model(
-                encoder_outputs=(hidden,),
-                attention_mask=mask,
-                decoder_input_ids=torch.cat([start, tokens], 1),
+        if (cache is None) != (level == 0):
+            raise ValueError(
+                "search_step: the first step starts from search_state's state, every later "
+                "step from the state the previous step returned"
             )
+        if cache is None:
+            last = codes.new_full((codes.shape[0], 1), self.pad)  # T5's decoder start
         else:
-            ids, mask, positions = self._decoder_inputs(*state, tokens)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions)
+            last = self.tokens.tokens(codes)[:, -1:]  # [B', 1], the level's own token
+        if self.backbone_kind == "t5":
+            out = self.model(
+                encoder_outputs=(first,),
+                attention_mask=mask,
+                decoder_input_ids=last,
+                use_cache=True,
+                **cache_argument(self.model, cache),
+            )
+            state = (first, mask, returned_cache(out))
+        else:
+            if cache is None:  # the whole prompt and the separator
+                ids, attention, positions = self._decoder_inputs(first, mask)
+            else:
+                ids, positions = last, mask
+                attention = torch.cat([first, torch.ones_like(first[:, :1])], 1)
+            out = self.model(
+                input_ids=ids,
+                attention_mask=attention,
+                position_ids=positions,
+                use_cache=True,
+                **cache_argument(self.model, cache),
+            )
+            state = (attention, positions[:, -1:] + 1, returned_cache(out))
         logits = out.logits[:, -1]  # [B', vocabulary]
         lo = int(self.tokens.level_offsets[level])
         log_probs = logits.float().log_softmax(-1)  # over the whole vocabulary, as "hf"
         return log_probs[:, lo : lo + self.tokens.vocab_sizes[level]], state
+
+    @staticmethod
+    def search_reorder(state: tuple, index: torch.Tensor) -> tuple:
+        """Follow the beams ``index`` (long ``[B * beam]``) chosen by the search.
+
+        The first call expands every part from ``B`` users to their beams. After it, a beam
+        only ever continues a beam of its own user, and every beam of a user has the same
+        length, so the parts that are equal across a user's beams (T5's encoder output, mask
+        and cross-attention cache; the decoder-only model's attention mask and position) stay
+        where they are and only the self-attention cache follows ``index``.
+        """
+        first, mask, cache = state
+        if first.shape[0] != index.shape[0]:  # users -> their beams
+            return (
+                first.index_select(0, index),
+                mask.index_select(0, index),
+                reorder_cache(cache, index),
+            )
+        return first, mask, reorder_cache(cache, index, self_attention_only=True)
+
+
+def reorder_cache(cache, index: torch.Tensor, *, self_attention_only: bool = False):
+    """Select rows ``index`` of a ``transformers`` key/value cache (``None`` stays ``None``).
+
+    ``self_attention_only``: leave an encoder-decoder cache's cross-attention part as it is
+    (its rows are equal across the beams of one input). Cache objects are reordered in place
+    and returned; the tuples of older ``transformers`` releases are rebuilt, all parts reordered.
+    """
+    if cache is None:
+        return None
+    if hasattr(cache, "self_attention_cache"):  # EncoderDecoderCache
+        cache.self_attention_cache.reorder_cache(index)
+        if not self_attention_only:
+            cache.cross_attention_cache.reorder_cache(index)
+        return cache
+    if hasattr(cache, "reorder_cache"):  # DynamicCache
+        cache.reorder_cache(index)
+        return cache
+    return reorder_state(cache, index)

@@ -379,8 +379,13 @@ class CEMG(SemanticIdRecommender, MultimodalSequentialRecommender):
         target = self._target(interaction[self.ITEM_ID])
         return self.generator.log_likelihood(prompt, mask, target)
 
+    search_first_step_per_user = True  # the decoder's first step is the same for every beam
+
     def _search_step(self, tokens, state):
         return self.generator.search_step(tokens, state)
+
+    def _search_reorder(self, state, index):
+        return self.generator.search_reorder(state, index)
 
     def _generate(self, interaction, masked):
         """Eq. 6 beams ``[B, beam]``, ``generation_batch_size`` prompts at a time.
