@@ -325,3 +325,26 @@ def test_merge_results_lists_every_run_with_its_command(tmp_path, capsys):
     assert rows[1].endswith("|  |")  # no spec file: no command
     relabelled = merge.pooled_runs([str(out)], labels=["BPR-variant"])
     assert relabelled[0]["model"] == "BPR-variant" and relabelled[0]["command"].startswith(command)
+
+
+def test_eval_cost_times_every_variant_in_interleaved_rounds(tiny_root):
+    import importlib.util
+
+    from recbole_mm.smoke import tiny_settings
+
+    path = REPO / "benchmarks" / "eval_cost.py"
+    spec = importlib.util.spec_from_file_location("eval_cost", path)
+    eval_cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_cost)
+    common = tiny_config(tiny_root, eval_args=LOO_EVAL_ARGS)
+    variants = [
+        ("SASRec", common),
+        ("CEMG", {**common, **tiny_settings("CEMG"), "generation_backend": "hf"}),
+        ("CEMG", {**common, **tiny_settings("CEMG"), "generation_backend": "shared"}),
+    ]
+    rows = eval_cost.measure(TINY, variants, rounds=2)
+    assert [len(row["seconds"]) for row in rows] == [2, 2, 2]
+    assert rows[0]["ratio"] == 1.0
+    assert all(row["median_s"] > 0 for row in rows)
+    with pytest.raises(SystemExit, match="must start with a model name"):
+        eval_cost._variant("--hidden_size=8", {})
