@@ -102,8 +102,13 @@ def main(argv=None) -> int:
         print(f"| {text} | {row['median_s']:.3f} | {row['ratio']:.1f} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"dataset": args.dataset, "protocol": args.protocol, "common": args.common,
-              "rounds": args.rounds, "runs": rows}
+    record = {
+        "dataset": args.dataset,
+        "protocol": args.protocol,
+        "common": args.common,
+        "rounds": args.rounds,
+        "runs": rows,
+    }
     out.write_text(json.dumps(record, indent=2))
     print(f"wrote {out}")
     return 0

@@ -250,7 +250,7 @@ def patch_ray_local_experiment_analysis() -> None:
         module.is_directory = _local_is_directory(module.is_directory)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_parameter(model_class: type) -> str:
     parameters = inspect.signature(model_class.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY, tiny_config
 
 from recbole_mm import benchmark
@@ -348,3 +349,57 @@ def test_eval_cost_times_every_variant_in_interleaved_rounds(tiny_root):
     assert all(row["median_s"] > 0 for row in rows)
     with pytest.raises(SystemExit, match="must start with a model name"):
         eval_cost._variant("--hidden_size=8", {})
+
+
+def test_code_ranks_of_an_id_model_that_knows_the_target_are_all_first():
+    import importlib.util
+
+    path = REPO / "benchmarks" / "code_ranks.py"
+    spec = importlib.util.spec_from_file_location("code_ranks", path)
+    code_ranks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code_ranks)
+    # Items 1-4 with codes (0,0) (0,1) (1,0) (1,1); row 0 is padding.
+    item_codes = torch.tensor([[-1, -1], [0, 0], [0, 1], [1, 0], [1, 1]])
+    target = torch.tensor([2, 3])
+    scores = torch.full((2, 5), -5.0)
+    scores[0, 2] = scores[1, 3] = 5.0  # the model is sure of the target
+    scores[:, 0] = 50.0  # the padding column must not count
+    per_level = code_ranks.implied_code_log_probs(scores, item_codes, item_codes[target], [2, 2])
+    ranks = torch.stack(
+        [code_ranks.rank_of(lp, item_codes[target][:, i]) for i, lp in enumerate(per_level)], 1
+    )
+    assert ranks.tolist() == [[1, 1], [1, 1]]
+    # Level 2 only compares items under the target's own first code: item 4 (1,1) outscoring
+    # target 3 (1,0) moves its rank to 2 there, and item 1 (0,0) does not.
+    scores[1, 4] = 9.0
+    scores[1, 1] = 20.0
+    per_level = code_ranks.implied_code_log_probs(scores, item_codes, item_codes[target], [2, 2])
+    assert code_ranks.rank_of(per_level[1], item_codes[target][:, 1]).tolist() == [1, 2]
+    # Level 1 sums over items: code 0 (items 1, 2) now holds more mass than code 1 for user 1.
+    assert code_ranks.rank_of(per_level[0], item_codes[target][:, 0]).tolist() == [1, 2]
+    summary = code_ranks.summarise(torch.tensor([[1, 2], [3, 1]]))
+    assert summary["hit@1"] == [0.5, 0.5] and summary["mrr"][0] == pytest.approx((1 + 1 / 3) / 2)
+
+
+def test_code_ranks_runs_cemg_against_sasrec_on_one_split(tiny_root):
+    import importlib.util
+
+    from conftest import seeded_model, tiny_splits
+
+    from recbole_mm.smoke import tiny_settings
+
+    path = REPO / "benchmarks" / "code_ranks.py"
+    spec = importlib.util.spec_from_file_location("code_ranks", path)
+    code_ranks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(code_ranks)
+    config, train, valid, _ = tiny_splits(tiny_root, "CEMG", **tiny_settings("CEMG"))
+    cemg = seeded_model("CEMG", config, train)
+    cemg.assign_codes()
+    sas_config, sas_train, _, _ = tiny_splits(tiny_root, "SASRec")
+    sasrec = seeded_model("SASRec", sas_config, sas_train)
+    gen, ids = code_ranks.code_ranks(cemg, sasrec, valid)
+    n_targets = sum(len(batch[0]) for batch in valid)
+    assert gen.shape == ids.shape == (n_targets, len(cemg.vocab_sizes))
+    # A rank lies between 1 and the number of codes of its level.
+    vocab = torch.tensor(cemg.vocab_sizes)
+    assert ((gen >= 1) & (gen <= vocab) & (ids >= 1) & (ids <= vocab)).all()

@@ -263,8 +263,14 @@ def test_transformers_cache_goes_by_the_installed_name(backbone):
 
     torch.manual_seed(0)
     gen = CodeGenerator(
-        backbone=backbone, vocab_sizes=[4, 3], d_model=8, d_ff=16, n_layers=1, n_heads=2,
-        dropout=0.0, max_prompt_tokens=8,
+        backbone=backbone,
+        vocab_sizes=[4, 3],
+        d_model=8,
+        d_ff=16,
+        n_layers=1,
+        n_heads=2,
+        dropout=0.0,
+        max_prompt_tokens=8,
     ).eval()
     prompt = gen.tokens.tokens(torch.tensor([[1, 2], [3, 0]])).repeat(1, 2)  # [2, 4]
     mask = torch.ones_like(prompt)
