@@ -403,3 +403,22 @@ def test_code_ranks_runs_cemg_against_sasrec_on_one_split(tiny_root):
     # A rank lies between 1 and the number of codes of its level.
     vocab = torch.tensor(cemg.vocab_sizes)
     assert ((gen >= 1) & (gen <= vocab) & (ids >= 1) & (ids <= vocab)).all()
+
+
+def test_reevaluate_reproduces_a_checkpoint_and_applies_each_setting(tiny_root, run_in_tmp):
+    import importlib.util
+
+    from recbole_mm.quick_start import run_recbole_mm
+    from recbole_mm.smoke import tiny_settings
+
+    path = REPO / "benchmarks" / "reevaluate.py"
+    spec = importlib.util.spec_from_file_location("reevaluate", path)
+    reevaluate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reevaluate)
+    config = tiny_config(tiny_root, epochs=2, **tiny_settings("GTC"))
+    result = run_recbole_mm(model="GTC", dataset=TINY, config_dict=config, saved=True)
+    same, ddpm = reevaluate.reevaluate(result["checkpoint"], [{}, {"gtc_eval_sampler": "ddpm"}])
+    # The rebuilt model with the checkpoint's weights scores exactly as the run did.
+    assert same["test"] == pytest.approx({k: float(v) for k, v in result["test_result"].items()})
+    assert same["valid_metric"] == "ndcg@5" and set(ddpm["valid"]) == set(same["valid"])
+    assert ddpm["setting"] == {"gtc_eval_sampler": "ddpm"}
