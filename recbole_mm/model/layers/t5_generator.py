@@ -10,8 +10,10 @@ tokens of the next item (CEMG, Sec. 3.4). Two backbones:
   prompt is left-padded, followed by a separator token, then the codes.
 
 Each code gets one token (``<a_12>``: code 12 of level a); nothing is downloaded. Decoding is
-beam search through ``transformers``' ``generate`` with :class:`TrieLogitsProcessor`, which
-masks every token that does not extend a valid item's code prefix.
+trie-constrained beam search, either the project's ``constrained_beam_search`` over
+:meth:`CodeGenerator.search_step` (key/value cache, first step once per input) or
+``transformers``' ``generate`` with :class:`TrieLogitsProcessor`, which masks every token that
+does not extend a valid item's code prefix; both return the same items and scores.
 """
 
 from __future__ import annotations
