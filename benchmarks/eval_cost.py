@@ -56,7 +56,7 @@ def measure(dataset: str, variants: list[tuple[str, dict]], *, rounds: int) -> l
     """
     runs = []
     for name, settings in variants:
-        config, _, train_data, valid_data, _ = prepare(name, dataset, config_dict=settings)
+        config, _, train_data, valid_data, _ = prepare(name, dataset, overrides=settings)
         model, trainer = build(config, train_data)
         _ready(model, train_data)
         trainer.evaluate(valid_data, load_best_model=False, show_progress=False)  # warm-up
