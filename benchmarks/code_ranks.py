@@ -24,10 +24,10 @@ mean reciprocal rank, and writes them to ``--out`` (JSON).
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
+
+from recbole_mm.experiments.results import pipe_table, write_output
 
 
 def rank_of(log_probs: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
@@ -137,22 +137,14 @@ def main(argv=None) -> int:
         names[1]: summarise(ids),
     }
     print(f"{len(gen)} {args.split} targets; rank of the target's code given its true prefix")
-    print(
-        f"| level | {names[0]} hit@1 | {names[1]} hit@1 | {names[0]} hit@5 | {names[1]} hit@5 "
-        f"| {names[0]} MRR | {names[1]} MRR |"
-    )
-    print("|---|---|---|---|---|---|---|")
     a, b = record[names[0]], record[names[1]]
-    for level in range(gen.shape[1]):
-        print(
-            f"| {level + 1} | {a['hit@1'][level]:.3f} | {b['hit@1'][level]:.3f} | "
-            f"{a['hit@5'][level]:.3f} | {b['hit@5'][level]:.3f} | {a['mrr'][level]:.3f} | "
-            f"{b['mrr'][level]:.3f} |"
-        )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {out}")
+    header = ["level"] + [f"{n} {m}" for m in ("hit@1", "hit@5", "MRR") for n in names]
+    table = [
+        [level + 1] + [f"{r[m][level]:.3f}" for m in ("hit@1", "hit@5", "mrr") for r in (a, b)]
+        for level in range(gen.shape[1])
+    ]
+    print(pipe_table(header, table))
+    write_output(args.out, record)
     return 0
 
 

@@ -20,14 +20,13 @@ line); ``--common`` settings apply to every variant, a variant's own win.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import statistics
 import time
-from pathlib import Path
 
 from recbole_mm.benchmark import PROTOCOL_EVAL_ARGS
 from recbole_mm.config import parse_overrides
+from recbole_mm.experiments.results import pipe_table, write_output
 from recbole_mm.quick_start import build, prepare
 
 
@@ -95,13 +94,11 @@ def main(argv=None) -> int:
     rows = measure(
         args.dataset, [_variant(text, common) for text in args.variant], rounds=args.rounds
     )
-    print(f"| variant | median s per validation pass ({args.rounds} rounds) | x first |")
-    print("|---|---|---|")
     for text, row in zip(args.variant, rows):
         row["variant"] = text
-        print(f"| {text} | {row['median_s']:.3f} | {row['ratio']:.1f} |")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    header = ["variant", f"median s per validation pass ({args.rounds} rounds)", "x first"]
+    table = [[r["variant"], f"{r['median_s']:.3f}", f"{r['ratio']:.1f}"] for r in rows]
+    print(pipe_table(header, table))
     record = {
         "dataset": args.dataset,
         "protocol": args.protocol,
@@ -109,8 +106,7 @@ def main(argv=None) -> int:
         "rounds": args.rounds,
         "runs": rows,
     }
-    out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {out}")
+    write_output(args.out, record)
     return 0
 
 

@@ -17,10 +17,11 @@ Prints one row per checkpoint and setting (choose on the validation column) and 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import time
 from pathlib import Path
+
+from recbole_mm.experiments.results import pipe_table, write_output
 
 
 def reevaluate(checkpoint: str, settings: list[dict]) -> list[dict]:
@@ -68,18 +69,21 @@ def main(argv=None) -> int:
     settings = [parse_overrides(shlex.split(text)) for text in args.setting]
     rows = [row for path in args.checkpoints for row in reevaluate(path, settings)]
     metric = args.metric.lower() or None
-    print("| checkpoint | seed | setting | valid | test | valid s |")
-    print("|---|---|---|---|---|---|")
+    table = []
     for row in rows:
         name = metric or row["valid_metric"]
-        print(
-            f"| {Path(row['checkpoint']).name} | {row['seed']} | {row['setting']} | "
-            f"{row['valid'][name]:.4f} | {row['test'][name]:.4f} | {row['valid_s']:.2f} |"
+        table.append(
+            [
+                Path(row["checkpoint"]).name,
+                row["seed"],
+                row["setting"],
+                f"{name} {row['valid'][name]:.4f}",
+                f"{row['test'][name]:.4f}",
+                f"{row['valid_s']:.2f}",
+            ]
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(rows, indent=2))
-    print(f"wrote {out}")
+    print(pipe_table(["checkpoint", "seed", "setting", "valid", "test", "valid s"], table))
+    write_output(args.out, rows)
     return 0
 
 

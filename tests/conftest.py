@@ -123,6 +123,26 @@ def seeded_model(model: str, config, train, seed: int = 0):
     return get_model(model)(config, train._dataset)
 
 
+def tiny_code_generator(backbone: str, vocab_sizes, *, seed: int = 0, max_prompt_tokens: int = 24):
+    """A small :class:`CodeGenerator` (d_model 8, one block each side, no dropout), in eval mode,
+    its weights drawn under ``torch.manual_seed(seed)``."""
+    import torch
+
+    from recbole_mm.model.layers.t5_generator import CodeGenerator
+
+    torch.manual_seed(seed)
+    return CodeGenerator(
+        backbone=backbone,
+        vocab_sizes=vocab_sizes,
+        d_model=8,
+        d_ff=16,
+        n_layers=1,
+        n_heads=2,
+        dropout=0.0,
+        max_prompt_tokens=max_prompt_tokens,
+    ).eval()
+
+
 def save_tiny_vit(folder: Path, *, size: int = 16, hidden: int = 8, num_labels: int = 0) -> Path:
     """A randomly initialised ViT and its image processor, saved like a hub checkpoint.
 

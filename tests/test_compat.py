@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import TINY, tiny_config
+from conftest import TINY, tiny_code_generator, tiny_config
 from packaging.requirements import Requirement
 
 from recbole_mm import compat
@@ -259,19 +259,7 @@ def test_transformers_cache_goes_by_the_installed_name(backbone):
     the name the installed release takes, and get it back from the output."""
     import warnings
 
-    from recbole_mm.model.layers.t5_generator import CodeGenerator
-
-    torch.manual_seed(0)
-    gen = CodeGenerator(
-        backbone=backbone,
-        vocab_sizes=[4, 3],
-        d_model=8,
-        d_ff=16,
-        n_layers=1,
-        n_heads=2,
-        dropout=0.0,
-        max_prompt_tokens=8,
-    ).eval()
+    gen = tiny_code_generator(backbone, [4, 3], max_prompt_tokens=8)
     prompt = gen.tokens.tokens(torch.tensor([[1, 2], [3, 0]])).repeat(1, 2)  # [2, 4]
     mask = torch.ones_like(prompt)
     with warnings.catch_warnings():

@@ -302,6 +302,16 @@ def write_json(path: Path, data: dict, **dumps_kwargs) -> None:
     os.replace(partial, path)
 
 
+def write_output(path: str | Path, data) -> Path:
+    """A measuring script's ``--out``: ``data`` as JSON (:func:`write_json`, folders created),
+    and a line saying where it went."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, data, indent=2)
+    print(f"wrote {path}")
+    return path
+
+
 # -- search: one row per trial --------------------------------------------------------------
 def write_search_results(result, folder: str | Path) -> dict[str, Path]:
     """``results.csv``, ``results.md`` and ``results.json``: one row per trial, best marked.

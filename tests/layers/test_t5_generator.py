@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tiny_code_generator
 
 from recbole_mm.model.layers.semantic_ids import SemanticIdTrie
 from recbole_mm.model.layers.t5_generator import (
@@ -26,17 +27,7 @@ def _codes(n_items=12, seed=0):
 
 
 def _generator(backbone, seed=0):
-    torch.manual_seed(seed)
-    return CodeGenerator(
-        backbone=backbone,
-        vocab_sizes=VOCAB,
-        d_model=8,
-        d_ff=16,
-        n_layers=1,
-        n_heads=2,
-        dropout=0.0,
-        max_prompt_tokens=24,
-    ).eval()
+    return tiny_code_generator(backbone, VOCAB, seed=seed)
 
 
 def _prompts(gen, codes, seed=1):
