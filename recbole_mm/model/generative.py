@@ -88,8 +88,9 @@ class SemanticIdRecommender:
           same after the model's collision policy (``[n_items, L]``, unique valid rows), both
           with row 0 = -1;
         - ``_search_step(tokens, state) -> (log_probs, state)``, as ``constrained_beam_search``
-          calls it, and ``_search_reorder(state, index)`` if its state is not batch-first tensors
-          (``search_first_step_per_user = True`` if the first step should run once per user);
+          calls it, and ``_search_reorder(state, index)`` if its state is not batch-first tensors,
+          for a model that ranks through :meth:`constrained_search` (MMGRec; CEMG's
+          ``CodeGenerator`` runs the same search with its own step);
         - ``_generate(interaction, masked) -> (items, scores)``: the beams ``full_sort_predict``
           ranks (``[B, beam]``, ``-1`` / ``-inf`` for dropped beams);
         - ``_ranking_mask(interaction)`` if RecBole masks items in the evaluation (general
@@ -97,9 +98,6 @@ class SemanticIdRecommender:
     """
 
     legacy_state_keys: dict[str, str] = {}  # old buffer name -> current name
-    # True: the first decoding step runs once per user and its output and state are copied to
-    # the beams (``constrained_beam_search``'s ``first_step_per_user``).
-    search_first_step_per_user: bool = False
 
     def init_item_codes(self, codes: torch.Tensor) -> None:
         """Register ``item_codes`` (starting at ``codes``) and ``codes_assigned`` (False).
@@ -184,7 +182,6 @@ class SemanticIdRecommender:
             state=state,
             reorder=self._search_reorder,
             device=device,
-            first_step_per_user=self.search_first_step_per_user,
         )
 
     def _ranking_mask(self, interaction) -> torch.Tensor | None:

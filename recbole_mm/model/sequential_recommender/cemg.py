@@ -379,14 +379,6 @@ class CEMG(SemanticIdRecommender, MultimodalSequentialRecommender):
         target = self._target(interaction[self.ITEM_ID])
         return self.generator.log_likelihood(prompt, mask, target)
 
-    search_first_step_per_user = True  # the decoder's first step is the same for every beam
-
-    def _search_step(self, tokens, state):
-        return self.generator.search_step(tokens, state)
-
-    def _search_reorder(self, state, index):
-        return self.generator.search_reorder(state, index)
-
     def _generate(self, interaction, masked):
         """Eq. 6 beams ``[B, beam]``, ``generation_batch_size`` prompts at a time.
 
@@ -398,13 +390,13 @@ class CEMG(SemanticIdRecommender, MultimodalSequentialRecommender):
         for lo in range(0, prompt.shape[0], self.generation_batch_size):
             hi = lo + self.generation_batch_size
             chunk, chunk_mask = prompt[lo:hi], mask[lo:hi]
-            if self.generation_backend == "shared":
-                state = self.generator.search_state(chunk, chunk_mask)
-                found = self.constrained_search(state, batch_size=len(chunk), device=chunk.device)
-            else:  # transformers' generate with the trie as a logits processor
-                found = self.generator.generate(
-                    chunk, chunk_mask, trie=self.trie, beam_size=self.beam_size, backend="hf"
-                )
+            found = self.generator.generate(
+                chunk,
+                chunk_mask,
+                trie=self.trie,
+                beam_size=self.beam_size,
+                backend=self.generation_backend,
+            )
             items.append(found[0])
             scores.append(found[1])
         return torch.cat(items), torch.cat(scores)
