@@ -32,10 +32,10 @@ def reevaluate(checkpoint: str, settings: list[dict]) -> list[dict]:
     from recbole_mm.utils import get_model, get_trainer
 
     config, trained, _, train_data, valid_data, test_data = load_data_and_model(checkpoint)
+    saved = dict(config.final_config_dict)  # each setting applies to the checkpoint's own
     rows = []
     for setting in settings:
-        for key, value in setting.items():
-            config[key] = value
+        config.final_config_dict = {**saved, **setting}
         init_seed(config["seed"], config["reproducibility"])
         model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
         model.load_state_dict(trained.state_dict())

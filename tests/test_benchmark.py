@@ -417,7 +417,7 @@ def test_reevaluate_reproduces_a_checkpoint_and_applies_each_setting(tiny_root, 
     spec.loader.exec_module(reevaluate)
     config = tiny_config(tiny_root, epochs=2, **tiny_settings("GTC"))
     result = run_recbole_mm(model="GTC", dataset=TINY, config_dict=config, saved=True)
-    same, ddpm = reevaluate.reevaluate(result["checkpoint"], [{}, {"gtc_eval_sampler": "ddpm"}])
+    ddpm, same = reevaluate.reevaluate(result["checkpoint"], [{"gtc_eval_sampler": "ddpm"}, {}])
     # The rebuilt model with the checkpoint's weights scores exactly as the run did.
     assert same["test"] == pytest.approx({k: float(v) for k, v in result["test_result"].items()})
     assert same["valid_metric"] == "ndcg@5" and set(ddpm["valid"]) == set(same["valid"])
