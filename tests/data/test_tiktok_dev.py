@@ -1,5 +1,5 @@
-"""The real development dataset tiktok-dev, imported as a user would; skipped where ../shared
-(development data, not shipped) is absent."""
+"""The real development dataset tiktok-dev (version 2 of its split: one held-out item per user),
+imported as a user would; skipped where ../shared (development data, not shipped) is absent."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_tiktok_dev_imports_and_loads_with_its_yaml(tmp_path):
     dataset = create_dataset(config)
     train, valid, test = data_preparation(config, dataset)
     assert (dataset.user_num - 1, dataset.item_num - 1) == (9298, 6245)
-    assert [len(d._dataset) for d in (train, valid, test)] == [51145, 4198, 4198]
+    assert [len(d._dataset) for d in (train, valid, test)] == [51032, 4274, 4235]
     assert {m: dataset.modality_features(m).shape[1] for m in dataset.modalities} == {
         "visual": 128,
         "acoustic": 128,
