@@ -24,8 +24,9 @@ and plain values only (``torch.load(path, weights_only=True)``) and names its ``
 last stage's best checkpoint is ``saved_model_file``, so ``evaluate(load_best_model=True)`` and
 ``load_data_and_model`` work as for any other model.
 
-Config keys: ``stage_epochs`` and ``stage_learning_rate`` (``{stage: value}``; missing stages
-use ``epochs`` / ``learning_rate``; defaults in ``properties/overall.yaml``), and RecBole's own
+Config keys: ``stage_epochs``, ``stage_learning_rate`` and ``stage_batch_size`` (``{stage:
+value}``; missing stages use ``epochs`` / ``learning_rate`` / ``train_batch_size``; defaults in
+``properties/overall.yaml``), and RecBole's own
 ``train_stage`` (``all`` when unset, a stage name, or a stage name followed by ``+`` for that
 stage and the ones after it) and ``pre_model_path`` (a checkpoint to start from; a stage
 checkpoint of an unfinished stage is resumed at its next epoch with its optimizer state).
@@ -34,6 +35,7 @@ docs/generative.md has the details.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 
@@ -97,6 +99,10 @@ class MultiStageTrainer(SafeCheckpointMixin, Trainer):
         self.stage_learning_rate = self._per_stage(
             "stage_learning_rate", config["learning_rate"], float
         )
+        self.stage_batch_size = self._per_stage("stage_batch_size", config["train_batch_size"], int)
+        for stage, size in self.stage_batch_size.items():
+            if size < 1:
+                raise ValueError(f"stage_batch_size[{stage!r}] = {size} must be >= 1")
         self.stages_to_run = self._parse_train_stage(config["train_stage"])
         self.stage: str | None = None
         self._start: dict | None = None  # a checkpoint to start from, set by resume_checkpoint
@@ -231,6 +237,33 @@ class MultiStageTrainer(SafeCheckpointMixin, Trainer):
         return run, checkpoint, resume
 
     # Training
+    def stage_loader(self, train_data, stage: str):
+        """The training loader of ``stage``: ``train_data`` itself when the stage's batch size
+        (``stage_batch_size``) is the loader's, else a loader of the same class over the same
+        rows at the stage's batch size.
+
+        A torch ``DataLoader`` fixes its batch size when built, so the other size needs another
+        loader. It takes over ``train_data``'s shuffling generator state, and
+        :meth:`_end_stage_loader` hands the state back after the stage, so the shuffling stream
+        runs on across stages as it would with one loader (runs and resumed runs agree).
+        """
+        size = self.stage_batch_size[stage]
+        if size == train_data.config["train_batch_size"]:
+            return train_data
+        config = copy.copy(train_data.config)
+        config.final_config_dict = dict(config.final_config_dict)
+        config["train_batch_size"] = size
+        loader = type(train_data)(
+            config, train_data._dataset, train_data._sampler, shuffle=train_data.shuffle
+        )
+        loader.generator.set_state(train_data.generator.get_state())
+        return loader
+
+    @staticmethod
+    def _end_stage_loader(train_data, loader) -> None:
+        if loader is not train_data:
+            train_data.generator.set_state(loader.generator.get_state())
+
     def _enter_stage(self, stage: str, train_data) -> None:
         self.stage = stage
         self.model.set_stage(stage)
@@ -323,21 +356,25 @@ class MultiStageTrainer(SafeCheckpointMixin, Trainer):
             if resume is not None and stage == resume["stage"]:
                 self._resume(resume, saved, verbose)
             final = stage == self.final_stage
+            loader = self.stage_loader(train_data, stage)
             if verbose:
                 self.logger.info(
                     set_color(f"Stage {stage}", "green")
                     + f": epochs {self.start_epoch}..{self.epochs - 1}, "
-                    f"learning rate {self.learning_rate}"
+                    f"learning rate {self.learning_rate}, batch size {self.stage_batch_size[stage]}"
                     + (", validated" if final and valid_data else "")
                 )
-            result = super().fit(
-                train_data,
-                valid_data if final else None,
-                verbose=verbose,
-                saved=saved,
-                show_progress=show_progress,
-                callback_fn=callback_fn if final else None,
-            )
+            try:
+                result = super().fit(
+                    loader,
+                    valid_data if final else None,
+                    verbose=verbose,
+                    saved=saved,
+                    show_progress=show_progress,
+                    callback_fn=callback_fn if final else None,
+                )
+            finally:
+                self._end_stage_loader(train_data, loader)
             if saved:
                 if final:
                     if not os.path.isfile(self.saved_model_file):

@@ -273,10 +273,34 @@ def test_resume_file_continues_exactly(interrupt_epoch, toy, tiny_root, tmp_path
         assert torch.equal(resumed.state_dict()[name], value), name
 
 
+def test_each_stage_trains_with_its_own_batch_size(toy, tiny_root, tmp_path):
+    sizes = []
+    _, model, trainer, train, valid, _ = _setup(
+        tiny_root, tmp_path, train_batch_size=64, stage_batch_size={"items": 16}
+    )
+    loss = model.calculate_loss
+
+    def recording(interaction):
+        sizes.append((model.stage, len(interaction)))
+        return loss(interaction)
+
+    model.calculate_loss = recording
+    trainer.fit(train, valid, saved=False, verbose=False)
+    n_rows = len(train._dataset)
+    assert n_rows > 64  # both sizes split the rows into several batches
+    for stage, size in (("items", 16), ("users", 64)):
+        batches = [n for s, n in sizes if s == stage]
+        per_epoch = -(-n_rows // size)  # the last batch of an epoch may be short
+        assert len(batches) == 2 * per_epoch, stage
+        assert max(batches) == size, stage
+    assert train.step == 64  # the run's own loader is left as it was
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
         ("train_stage", "tokens", "train_stage = 'tokens' is not a stage"),
+        ("stage_batch_size", {"items": 0}, r"stage_batch_size\['items'\] = 0 must be >= 1"),
         ("stage_epochs", {"itemz": 1}, "stage_epochs = .* names unknown stages"),
         ("stage_learning_rate", 0.1, "stage_learning_rate = 0.1 must be a dict"),
         ("pre_model_path", "/nonexistent.pth", "is not a file"),
