@@ -9,7 +9,10 @@ Each tool is a module with importable functions and an argparse command line:
   ``text_feat.npy`` / ``image_feat.npy``) to the same layout, keeping its split exactly;
 - ``python -m dataset_tools.mmgcn``: MovieLens, TikTok and Kwai in the MMGCN/MMGRec layout;
 - ``python -m dataset_tools.movielens_link``: the ml-100k -> MovieLens-1M id map (shipped in
-  ``recbole_mm/data``) that re-aligns RecBole's ``ml-100k.link`` for ml-100k-mm's ``kg`` modality.
+  ``recbole_mm/data``) that re-aligns RecBole's ``ml-100k.link`` for ml-100k-mm's ``kg`` modality;
+- ``python -m dataset_tools.control``: control modalities (a collaborative SVD factor of all
+  splits mixed with noise at a chosen correlation) added to an existing dataset: a control,
+  never a benchmark.
 
 The files they write are described in ``docs/dataset_tools.md``. Nothing here imports RecBole or
 a neural network at package import.
