@@ -21,13 +21,14 @@ def _views(n=5, d=3, m=3, seed=0):
 
 def _brute_force_tc(views, seed, temperature=1.0, include_positive=False):
     """Eq. 7-9 term by term: for every anchor and row, the positive against N - 1 negatives
-    (Eq. 7's denominator: the negatives, plus the positive with ``include_positive``)."""
+    (Eq. 7's denominator: the negatives, plus the positive with ``include_positive``). Negative
+    ``j`` takes the first other view's row ``j`` and a permuted row of every further view."""
     g = torch.Generator().manual_seed(seed)
     n = views[0].shape[0]
     total = 0.0
     for a in range(len(views)):
         others = [v for m, v in enumerate(views) if m != a]
-        perms = [torch.randperm(n, generator=g).tolist() for _ in others]
+        perms = [list(range(n))] + [torch.randperm(n, generator=g).tolist() for _ in others[1:]]
 
         def h(*vectors):
             return sum(math.prod(float(v[k]) for v in vectors) for k in range(len(vectors[0])))
@@ -105,3 +106,42 @@ def test_pairwise_loss_equals_brute_force():
 def test_bad_arguments_raise(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_two_views_never_count_the_positive_among_the_negatives():
+    """With two views the negatives of row i are the other rows j != i: InfoNCE exactly."""
+    x, y = _views(n=6, d=4, m=2, seed=3)
+    got = total_correlation_loss([x, y], generator=torch.Generator().manual_seed(5))
+    expected = 0.0
+    for a, b in ((x, y), (y, x)):
+        scores = a @ b.T  # [N, N], the positive on the diagonal
+        off = scores.masked_fill(torch.eye(6, dtype=torch.bool), float("-inf"))
+        expected += float((torch.logsumexp(off, dim=1) - scores.diagonal()).mean())
+    assert got.item() == pytest.approx(expected, rel=1e-9)
+
+
+def _copies_of_one_uniform_variable(n=64, symbols=1000, seed=0):
+    """Three views that are one-hot copies of one uniform variable: TC = 2 log(symbols)."""
+    g = torch.Generator().manual_seed(seed)
+    draws = torch.randint(symbols, (n,), generator=g)
+    one_hot = torch.nn.functional.one_hot(draws, symbols).double()
+    return [one_hot, one_hot.clone(), one_hot.clone()], 2 * math.log(symbols)
+
+
+def test_the_form_with_the_positive_is_a_lower_bound_of_tc():
+    """Eq. 8: TC >= log N - loss of every anchor, for the cross-entropy form."""
+    views, tc = _copies_of_one_uniform_variable()
+    loss = total_correlation_loss(
+        views, temperature=0.01, include_positive=True, generator=torch.Generator().manual_seed(0)
+    )
+    assert math.log(64) - loss.item() / 3 <= tc
+    assert math.log(64) - loss.item() / 3 == pytest.approx(math.log(64), abs=1e-6)
+
+
+def test_the_negatives_only_form_is_not_a_bound():
+    """As Eq. 7 is printed (j != i), log N - loss overshoots the true TC of 13.8 nats."""
+    views, tc = _copies_of_one_uniform_variable()
+    loss = total_correlation_loss(
+        views, temperature=0.01, include_positive=False, generator=torch.Generator().manual_seed(0)
+    )
+    assert math.log(64) - loss.item() / 3 > 5 * tc

@@ -55,24 +55,31 @@ def total_correlation_loss(
     include_positive: bool = False,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Symmetrised contrastive lower bound of ``TC(views)``, as a loss to minimise (Eq. 7-9).
+    """Symmetrised contrastive estimate of ``TC(views)``, as a loss to minimise (Eq. 7-9).
 
     For anchor view ``a`` and row ``i`` the positive is the matched tuple and the ``N - 1``
-    negatives are the tuples ``(.., v_m[pi_m(j)], ..)``, ``j != i``, built by an independent
-    in-batch permutation ``pi_m`` of every non-anchor view ``m`` (a sample of the product of the
-    marginals). The loss of anchor ``a`` is, averaged over the batch, the negative of Eq. 7:
-    ``-h_i / tau + log sum_{j != i} exp(h_ij / tau)``, whose denominator holds the negatives
-    only, as Eq. 7 writes it; ``include_positive`` adds the positive to the denominator, which
-    makes it the cross-entropy of the positive among the ``N`` candidates (InfoNCE's and
-    Symile's form, never below 0). Eq. 9 sums the anchors' losses. By Eq. 8,
-    ``TC >= log N - loss_a`` for every anchor.
+    negatives are the tuples ``j != i`` of the other views sampled from the product of their
+    marginals: the first other view at row ``j``, every further one at row ``pi_m(j)`` of an
+    independent in-batch permutation ``pi_m`` (Sec. 3.3 shuffles every non-anchor view; fixing
+    the first one's order gives the same distribution and keeps the matched tuple out of the
+    negatives, which a shuffled first view would put among them for nearly every row when there
+    are only two views). The loss of anchor ``a`` is, averaged over the batch,
+    ``-h_i / tau + log sum_j exp(h_ij / tau)`` and Eq. 9 sums the anchors' losses.
+
+    The denominator decides what the estimate is. With ``include_positive`` it holds the positive
+    and the ``N - 1`` negatives: the cross-entropy of the positive among ``N`` candidates
+    (InfoNCE's and Symile's form), never below 0, and ``TC >= log N - loss_a`` in expectation for
+    every anchor, the bound of Eq. 8. Without it the denominator holds the negatives only, as
+    Eq. 7 is printed; that form has no such bound: its loss falls without limit as the positive's
+    score grows (three copies of one uniform variable on 1000 symbols, ``N = 64``, temperature
+    0.01: ``log N - loss`` is about 100 nats against a true TC of 13.8).
 
     Args:
         views: ``M >= 2`` aligned views (GTC: ``S``, ``V_bar``, ``T_bar``). With two views the
-            bound is InfoNCE's bound on their mutual information.
+            estimate is InfoNCE's, on their mutual information.
         temperature: divides ``h`` (1.0: the paper's unscaled score).
         normalize: L2-normalise every row first (Symile's practice; the paper uses raw vectors).
-        include_positive: also count the positive in the denominator (cross-entropy form).
+        include_positive: also count the positive in the denominator (the bound of Eq. 8).
         generator: source of the permutations (seed it for a reproducible loss).
 
     Shapes:
@@ -88,8 +95,8 @@ def total_correlation_loss(
     for anchor in range(len(views)):
         others = [v for m, v in enumerate(views) if m != anchor]
         positive = multilinear_inner_product(views[anchor], *others)  # [N]
-        shuffled = others[0][torch.randperm(n, generator=generator).to(device)]
-        for view in others[1:]:
+        shuffled = others[0]  # negative tuple j: the first other view at row j, ...
+        for view in others[1:]:  # ... every further one at a permuted row
             shuffled = shuffled * view[torch.randperm(n, generator=generator).to(device)]
         logits = views[anchor] @ shuffled.T  # [N, N]: h(anchor_i, negative tuple j)
         if include_positive:
