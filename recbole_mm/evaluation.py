@@ -1,5 +1,10 @@
 """Evaluation beyond RecBole's evaluator: metrics on subsets of the held-out targets.
 
+``evaluate_long_tail`` gives RecBole's own metrics (its ``Collector`` and ``Evaluator``, the
+same code as the overall figures) over the held-out pairs whose item has at most
+``long_tail_max_interactions`` training users (CEMG's RQ5); ``python -m recbole_mm.benchmark``
+reports them beside the overall metrics.
+
 ``evaluate_cold_start`` splits the held-out (user, item) targets of a full-ranking evaluation by
 how often the target item occurs in the training split: cold-start items (CEMG's RQ5), and the
 frequency buckets that show where item content can help a collaborative model. It works for any
@@ -9,7 +14,10 @@ training items are masked as RecBole masks them) or sequential (one target per r
 
 from __future__ import annotations
 
+import math
+
 import torch
+from recbole.evaluator import Collector
 
 from recbole_mm.data.dataset import training_pairs
 
@@ -33,7 +41,10 @@ def target_ranks(model, eval_data) -> tuple[torch.Tensor, torch.Tensor]:
     Scores are masked as RecBole's full-sort evaluation masks them (the padding item and, for
     general models, the user's training items). Ties are ranked pessimistically: an item that
     scores as high as the target counts as ahead of it. A target whose score is not finite
-    (a generative model's item outside its beams) ranks last.
+    (a generative model's item outside its beams) ranks last. A model with
+    ``prepare_evaluation`` (MMGRec) is told the loader first, as ``MultiStageTrainer.evaluate``
+    does, so that its beams skip what this loader masks (at test: the validation items too), and
+    is set back to its training-items mask afterwards.
 
     Shapes:
         returns ``[n_targets]`` ranks (long) and ``[n_targets]`` item ids.
@@ -41,6 +52,9 @@ def target_ranks(model, eval_data) -> tuple[torch.Tensor, torch.Tensor]:
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    prepare = getattr(model, "prepare_evaluation", None)
+    if prepare is not None:
+        prepare(eval_data)
     ranks, items = [], []
     for interaction, history_index, positive_u, positive_i in eval_data:
         scores = model.full_sort_predict(interaction.to(device))
@@ -54,6 +68,8 @@ def target_ranks(model, eval_data) -> tuple[torch.Tensor, torch.Tensor]:
         ahead = (rows > target[:, None]).sum(1) + (rows == target[:, None]).sum(1) - 1
         ranks.append(torch.where(torch.isfinite(target), ahead, scores.shape[1]).cpu())
         items.append(positive_i.cpu())
+    if prepare is not None:
+        prepare(None)
     model.train(was_training)
     return torch.cat(ranks), torch.cat(items)
 
@@ -106,3 +122,108 @@ def evaluate_cold_start(
             {"range": label, "n": int(inside.sum()), **_target_metrics(ranks[inside], topk)}
         )
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# RecBole's metrics on the held-out pairs of a subset of items (the long tail)
+
+LONG_TAIL_KEY = "long_tail_max_interactions"
+# What RecBole's evaluator learns from the training data (Collector.data_collect), copied over.
+_TRAINING_FACTS = ("data.num_items", "data.num_users", "data.count_items", "data.count_users")
+
+
+def long_tail_mask(train_dataset, max_interactions: int) -> torch.Tensor:
+    """``[n_items]`` bool: items with at most ``max_interactions`` distinct training users
+    (:func:`training_item_counts`); the padding item 0 is never in it."""
+    if isinstance(max_interactions, bool) or not isinstance(max_interactions, int):
+        raise ValueError(
+            f"{LONG_TAIL_KEY} = {max_interactions!r} must be an integer >= 0 (the most training "
+            f"interactions of a long-tail item, e.g. 5) or ~ to switch the long-tail metrics off."
+        )
+    if max_interactions < 0:
+        raise ValueError(f"{LONG_TAIL_KEY} = {max_interactions} must be >= 0 (or ~: off).")
+    keep = training_item_counts(train_dataset) <= max_interactions
+    keep[0] = False
+    return keep
+
+
+class ItemSubsetCollector(Collector):
+    """RecBole's :class:`~recbole.evaluator.Collector` that keeps only the held-out pairs whose
+    item is in ``keep``: a user's ground truth becomes its held-out items of the subset, and
+    users without one are left out. Every item stays a candidate, as in the overall ranking.
+
+    Counts the pairs (``n_pairs``) and users (``n_users``) it kept.
+    """
+
+    def __init__(self, config, keep: torch.Tensor):
+        super().__init__(config)
+        if config["eval_type"].name != "RANKING":
+            raise ValueError(
+                f"{LONG_TAIL_KEY}: subset metrics need ranking metrics, not {config['metrics']}"
+            )
+        self.keep = keep
+        self.n_pairs = 0
+        self.n_users = 0
+
+    def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
+        inside = self.keep.to(positive_i.device)[positive_i]  # [T]
+        if not bool(inside.any()):
+            return
+        rows, new_u = torch.unique(positive_u[inside], return_inverse=True)
+        self.n_pairs += int(inside.sum())
+        self.n_users += len(rows)
+        super().eval_batch_collect(
+            scores_tensor[rows], interaction[rows.cpu()], new_u, positive_i[inside]
+        )
+
+
+@torch.no_grad()
+def evaluate_item_subset(trainer, eval_data, keep: torch.Tensor) -> dict:
+    """RecBole's metrics of ``trainer.model`` as it is now, over the held-out pairs of
+    ``eval_data`` whose item is in ``keep``.
+
+    The model is scored by ``trainer.evaluate`` itself (its full-sort or sampled path, masks and
+    any ``prepare_evaluation`` of generative models), with :class:`ItemSubsetCollector` in place
+    of the trainer's collector for that one pass; RecBole's ``Evaluator`` computes the metrics.
+
+    Args:
+        trainer: a RecBole trainer (``config``, ``model``, ``eval_collector``, ``evaluate``).
+        eval_data: a validation or test loader.
+        keep: ``[n_items]`` bool.
+
+    Returns:
+        ``{"result": {metric: value}, "n_pairs", "n_users"}``; every value is NaN when no pair
+        is in the subset.
+    """
+    collector = ItemSubsetCollector(trainer.config, keep)
+    for fact in _TRAINING_FACTS:
+        if fact in trainer.eval_collector.data_struct:
+            collector.data_struct.set(fact, trainer.eval_collector.data_struct.get(fact))
+    items = eval_data._dataset.inter_feat[eval_data._dataset.iid_field]
+    if not bool(keep[items].any()):
+        names = [
+            f"{m.lower()}@{k}" for m in trainer.config["metrics"] for k in trainer.config["topk"]
+        ]
+        return {"result": {name: math.nan for name in names}, "n_pairs": 0, "n_users": 0}
+    original = trainer.eval_collector
+    trainer.eval_collector = collector
+    try:
+        result = trainer.evaluate(eval_data, load_best_model=False)
+    finally:
+        trainer.eval_collector = original
+    return {
+        "result": {k: float(v) for k, v in (result or {}).items()},
+        "n_pairs": collector.n_pairs,
+        "n_users": collector.n_users,
+    }
+
+
+def evaluate_long_tail(trainer, train_data, eval_data, max_interactions: int = 5) -> dict:
+    """RecBole's metrics over the held-out pairs whose item has at most ``max_interactions``
+    distinct training users (CEMG's RQ5: five or fewer), with :func:`evaluate_item_subset`.
+
+    Returns:
+        ``{"max_interactions", "result", "n_pairs", "n_users"}``.
+    """
+    keep = long_tail_mask(train_data._dataset, max_interactions)
+    return {"max_interactions": max_interactions, **evaluate_item_subset(trainer, eval_data, keep)}

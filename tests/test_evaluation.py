@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from recbole_mm.evaluation import evaluate_cold_start, target_ranks, training_item_counts
+from recbole_mm.model.layers.semantic_ids import history_mask
+from recbole_mm.smoke import tiny_settings
 from tests.conftest import seeded_model, tiny_splits
 from tests.models.recbole_ranking import recbole_hits
 
@@ -16,6 +18,25 @@ def test_general_target_ranks_count_the_hits_recbole_counts(tiny_root, model_nam
     model = seeded_model(model_name, config, train)
     ranks, items = target_ranks(model, test)
     assert len(ranks) == len(items) == len(test._dataset)  # every held-out pair, once
+    expected = sum(int(recbole_hits(config, model, batch).sum()) for batch in test)
+    assert int((ranks < 5).sum()) == expected > 0
+
+
+def test_generative_target_ranks_exclude_what_the_evaluated_loader_masks(tiny_root):
+    """MMGRec's beams skip what RecBole masks in the evaluation at hand (prepare_evaluation):
+    at test, the validation items too. target_ranks must tell the model which loader it ranks
+    for, as MultiStageTrainer.evaluate does, or the beams spent on validation items leave rows
+    short of top-k and the hits disagree with RecBole's."""
+    settings = tiny_settings("MMGRec", n_layers=2, inner_size=16, dropout_prob=0.0)
+    config, train, _, test = tiny_splits(tiny_root, "MMGRec", **{**settings, "topk": [5]})
+    model = seeded_model("MMGRec", config, train)
+    model.set_stage("generator")
+    ranks, items = target_ranks(model, test)
+    assert len(ranks) == len(test._dataset)
+    users = next(iter(test))[0][model.USER_ID]
+    training = history_mask(model.train_history[users], n_items=model.n_items)
+    assert torch.equal(model._masked(users), training)  # left as it was found
+    model.prepare_evaluation(test)
     expected = sum(int(recbole_hits(config, model, batch).sum()) for batch in test)
     assert int((ranks < 5).sum()) == expected > 0
 
