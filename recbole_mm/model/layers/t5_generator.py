@@ -271,8 +271,10 @@ class CodeGenerator(nn.Module):
 
         ``backend="hf"`` runs ``transformers``' ``generate`` with :class:`TrieLogitsProcessor`
         (key/value cache included); ``"shared"`` runs
-        :func:`recbole_mm.model.layers.semantic_ids.constrained_beam_search` with a step over
-        this model (T5: the encoder runs once, the decoder re-reads the <= L codes each step).
+        :func:`recbole_mm.model.layers.semantic_ids.constrained_beam_search` over
+        :meth:`search_step`: the T5 encoder runs once per input, the decoder's first step runs
+        once per input and its key/value cache is copied to the beams, and every later step
+        feeds only the code chosen last (the cache holds the rest).
 
         Returns ``(items long [B, beam], scores [B, beam])``, best first; a beam that does not
         end on a valid item (fewer valid items than beams) is item ``-1`` with score ``-inf``.
