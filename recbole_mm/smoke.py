@@ -16,6 +16,8 @@ import copy
 # one that needs nothing beyond the common tiny settings.
 TINY_MODEL_SETTINGS: dict[str, dict] = {
     "VBPR": {},
+    "FREEDOM": {"knn_k": 3},
+    "BM3": {},
     "GTC": {"diffusion_steps": 10, "gtc_denoiser_hidden_size": 8},
     "IMECD": {
         "diffusion_steps": 4,
