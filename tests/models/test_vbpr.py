@@ -1,4 +1,4 @@
-"""VBPR: feature standardisation and what the regulariser reaches."""
+"""VBPR: Eq. 1 against a hand computation, the regularisers' gradients, feature standardisation."""
 
 from __future__ import annotations
 
@@ -26,28 +26,91 @@ def vbpr(tiny_root):
     return config, train
 
 
-def test_features_are_standardised_by_default(vbpr):
+def _raw_features(model, train):
+    """f_i as the dataset loads it: every modality, side by side, in the model's role order."""
+    dataset = train._dataset
+    return torch.cat([dataset.modality_features(m).float() for m in model.features.roles], dim=1)
+
+
+@pytest.mark.parametrize("norm", ["none", "standardize"])
+def test_scores_are_eq_1_with_the_projected_features(tiny_root, norm):
+    """x_ui = beta_i + gamma_u.gamma_i + theta_u.(E f_i) + beta'.f_i, computed by hand from the
+    dataset's features (raw by default, the paper's CNN features; standardised on request)."""
+    config, train, _, _ = tiny_splits(tiny_root, "VBPR", vbpr_feature_norm=norm)
+    model = seeded_model("VBPR", config, train)
+    torch.nn.init.normal_(model.item_bias.weight)  # Xavier left the biases at small values
+    raw = _raw_features(model, train)
+    if norm == "none":
+        f = raw
+    else:
+        widths = [model.features[r].shape[1] for r in model.features.roles]
+        f = torch.cat([standardize_block(b) for b in raw.split(widths, dim=1)], dim=1)
+    user = torch.tensor([1, 2, 3])
+    item = torch.tensor([4, 5, 6])
+    expected = (
+        model.item_bias.weight[item, 0]
+        + (model.user_gamma.weight[user] * model.item_gamma.weight[item]).sum(1)
+        + (model.user_theta.weight[user] * (f[item] @ model.projection.weight.T)).sum(1)
+        + f[item] @ model.feature_bias.weight[0]
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(model.forward(user, item), expected)
+        full = model.full_sort_predict({model.USER_ID: user})
+    torch.testing.assert_close(full[torch.arange(3), item], expected)
+    # the projection is used: zeroing E changes exactly the theta_u.(E f_i) term
+    with torch.no_grad():
+        theta_term = (model.user_theta.weight[user] * (f[item] @ model.projection.weight.T)).sum(1)
+        model.projection.weight.zero_()
+        torch.testing.assert_close(model.forward(user, item), expected - theta_term)
+    assert theta_term.abs().min() > 0
+
+
+def _grads(model, batch, reg_weight):
+    model.zero_grad(set_to_none=True)
+    model.reg_weight = reg_weight
+    model.calculate_loss(batch).backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+def test_paper_regulariser_is_squared_l2_of_factors_and_biases_only(vbpr):
+    """The default's L2 term, reg_weight x ||gamma_u, theta_u, gamma_i, beta_i||^2 / B: its
+    gradient on each row is 2 reg_weight x the row (times how often the batch holds it) / B,
+    and E and beta' get none."""
     config, train = vbpr
     model = seeded_model("VBPR", config, train)
-    assert model.features.concatenated()[1:].mean(0).abs().max() < 1e-5
+    assert model.regularizer == "paper"
+    batch = next(iter(train))
+    plain, reg = _grads(model, batch, 0.0), _grads(model, batch, 0.5)
+    user, n = batch[model.USER_ID], len(batch)
+    items = torch.cat([batch[model.ITEM_ID], batch[model.NEG_ITEM_ID]])
+    user_count = torch.bincount(user, minlength=model.n_users).float()[:, None]
+    item_count = torch.bincount(items, minlength=model.n_items).float()[:, None]
+    for name, table, count in [
+        ("user_gamma.weight", model.user_gamma, user_count),
+        ("user_theta.weight", model.user_theta, user_count),
+        ("item_gamma.weight", model.item_gamma, item_count),
+        ("item_bias.weight", model.item_bias, item_count),
+    ]:
+        expected = 2 * 0.5 * count * table.weight.detach() / n
+        torch.testing.assert_close(reg[name] - plain[name], expected, atol=1e-6, rtol=1e-4)
+    for name in ("projection.weight", "feature_bias.weight"):
+        torch.testing.assert_close(reg[name], plain[name], atol=0, rtol=0)
 
 
-def test_regulariser_reaches_projection_and_feature_bias(vbpr):
-    config, train = vbpr
+def test_mmrec_regulariser_reaches_the_projected_content(tiny_root):
+    """vbpr_regularizer: mmrec (MMRec's convention) also regularises E f_i and beta'.f_i."""
+    config, train, _, _ = tiny_splits(tiny_root, "VBPR", vbpr_regularizer="mmrec")
     model = seeded_model("VBPR", config, train)
     batch = next(iter(train))
-    model.reg_weight = 0.0
-    plain = model.calculate_loss(batch)
-    plain.backward()
-    grad_plain = model.feature_bias.weight.grad.clone()
-    model.zero_grad()
-    model.reg_weight = 10.0
-    model.calculate_loss(batch).backward()
-    assert not torch.allclose(model.feature_bias.weight.grad, grad_plain)
-    assert model.item_bias.weight.grad.abs().sum() > 0
+    plain, reg = _grads(model, batch, 0.0), _grads(model, batch, 0.5)
+    for name in ("projection.weight", "feature_bias.weight", "user_theta.weight"):
+        assert (reg[name] - plain[name]).abs().max() > 1e-6, name
 
 
-def test_unknown_feature_norm_names_the_key(tiny_root):
-    with pytest.raises(ValueError, match="vbpr_feature_norm = 'l3'"):
-        config, train, _, _ = tiny_splits(tiny_root, "VBPR", vbpr_feature_norm="l3")
+@pytest.mark.parametrize(
+    ("key", "value"), [("vbpr_feature_norm", "l3"), ("vbpr_regularizer", "l1")]
+)
+def test_unknown_settings_name_the_key(tiny_root, key, value):
+    with pytest.raises(ValueError, match=f"{key} = '{value}'"):
+        config, train, _, _ = tiny_splits(tiny_root, "VBPR", **{key: value})
         seeded_model("VBPR", config, train)

@@ -7,23 +7,31 @@ Reference:
 The classic multimodal baseline of the MMRec literature, and the smallest model that exercises
 recbole_mm's multimodal data layer end to end.
 
+Defaults are the paper's method (docs/models/VBPR.md has the table): raw content features,
+``x_ui = beta_i + gamma_u.gamma_i + theta_u.(E f_i) + beta'.f_i`` (Eq. 1), BPR, and L2 on the
+latent factors and item biases only.
+
 Deviations:
     - The paper has one visual feature vector per item; here ``f_i`` is the concatenation of the
       roles of ``modality_roles`` (default: every modality the dataset declares), as MMRec's
       VBPR does for image + text.
     - The global offset and the user bias of Eq. 1 are dropped: they cancel in the BPR
       difference x_ui - x_uj and do not change a user's ranking.
-    - Features are standardised per modality by default (``vbpr_feature_norm: standardize``):
-      each column to zero mean and unit variance over the items, each modality's block then
-      divided by sqrt(its width), so that every modality enters ``E f_i`` and ``beta'.f_i``
-      with the same expected squared norm (1). Raw CNN/audio features have large positive means
-      (TikTok's visual rows: norm ~33), which made ``beta'.f_i`` a large, fast-moving item
-      offset and the projection's output dwarf ``gamma_i``: VBPR scored below BPR.
-      ``none`` keeps the features as loaded.
-    - Regularisation: the paper's lambda_Theta, lambda_E and lambda_beta' terms are one
-      ``reg_weight`` on the batch's embeddings, item biases and projected content ``E f_i`` and
-      ``beta'.f_i`` (RecBole's EmbLoss convention: norms per batch row), as MMRec's VBPR
-      regularises the projected content rather than ``E`` itself.
+    - Regularisation, ``vbpr_regularizer: paper`` (default): ``reg_weight`` x the squared L2
+      norms of the batch's ``gamma_u``, ``theta_u``, ``gamma_i``, ``beta_i`` (positive and
+      negative items), summed and divided by the batch size: the minibatch form of BPR-Opt's
+      ``lambda_Theta ||Theta||^2`` under per-sample SGD. ``E`` and ``beta'`` are not
+      regularised, as the authors state for their visually-aware models in TVBPR (WWW 2016: they
+      add a constant, small number of parameters); VBPR's own text is not in this checkout.
+      ``mmrec`` is the former default, MMRec's convention: RecBole's ``EmbLoss`` (the sum of the
+      unsquared Frobenius norms of the batch's embeddings, item biases and projected content
+      ``E f_i``, ``beta'.f_i``, divided by 2B, the number of item rows).
+    - ``vbpr_feature_norm: standardize`` (an invention, off by default): each column to zero
+      mean and unit variance over the items, each modality's block then divided by
+      sqrt(its width), so that every modality enters ``E f_i`` and ``beta'.f_i`` with the same
+      expected squared norm (1). Raw CNN/audio features have large positive means (TikTok's
+      visual rows: norm ~33), which made ``beta'.f_i`` a large, fast-moving item offset.
+    - Adam and Xavier initialisation (RecBole's), not the paper's SGD.
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ from torch import nn
 
 from recbole_mm.model.abstract_recommender import MultimodalGeneralRecommender
 
-FEATURE_NORMS = ("standardize", "none")
+FEATURE_NORMS = ("none", "standardize")
+REGULARIZERS = ("paper", "mmrec")
 
 
 def standardize_block(features: torch.Tensor) -> torch.Tensor:
@@ -57,7 +66,7 @@ def standardize_block(features: torch.Tensor) -> torch.Tensor:
 
 
 class VBPR(MultimodalGeneralRecommender):
-    """``f_i`` concatenates the roles of ``self.features`` (``modality_roles``), each
+    """``f_i`` concatenates the roles of ``self.features`` (``modality_roles``), as loaded or
     standardised once when built (``vbpr_feature_norm``)."""
 
     input_type = InputType.PAIRWISE
@@ -74,6 +83,12 @@ class VBPR(MultimodalGeneralRecommender):
         if norm not in FEATURE_NORMS:
             raise ValueError(
                 f"vbpr_feature_norm = {norm!r} is not one of {FEATURE_NORMS}; set one of them."
+            )
+        self.regularizer = config["vbpr_regularizer"]
+        if self.regularizer not in REGULARIZERS:
+            raise ValueError(
+                f"vbpr_regularizer = {self.regularizer!r} is not one of {REGULARIZERS}; set one "
+                "of them ('paper': squared L2 on the latent factors and item biases)."
             )
         if norm == "standardize":
             for role in self.features:
@@ -117,6 +132,21 @@ class VBPR(MultimodalGeneralRecommender):
         pos_score = self.forward(user, pos_item)
         neg_score = self.forward(user, neg_item)
         items = torch.cat([pos_item, neg_item])
+        return self.bpr_loss(pos_score, neg_score) + self.reg_weight * self._regularizer(
+            user, items
+        )
+
+    def _regularizer(self, user, items) -> torch.Tensor:
+        """The L2 term (``vbpr_regularizer``) for a batch of B users and 2B items, ``[]``."""
+        if self.regularizer == "paper":
+            # lambda_Theta ||Theta||^2 of BPR-Opt over the triples' parameters, per triple
+            squares = (
+                self.user_gamma(user).pow(2).sum()
+                + self.user_theta(user).pow(2).sum()
+                + self.item_gamma(items).pow(2).sum()
+                + self.item_bias(items).pow(2).sum()
+            )
+            return squares / user.shape[0]
         content = self.features.concatenated(items)
         reg = self.reg_loss(
             self.user_gamma(user),
@@ -126,8 +156,7 @@ class VBPR(MultimodalGeneralRecommender):
             self.projection(content),  # E f_i
             self.feature_bias(content),  # beta'.f_i
         )
-        # RecBole's EmbLoss returns shape [1]; the contract is a scalar loss.
-        return self.bpr_loss(pos_score, neg_score) + self.reg_weight * reg.squeeze(0)
+        return reg.squeeze(0)  # RecBole's EmbLoss returns shape [1]
 
     def predict(self, interaction):
         return self.forward(interaction[self.USER_ID], interaction[self.ITEM_ID])
