@@ -102,6 +102,10 @@ def measure_run(
         train_data, valid_data, saved=True, show_progress=show_progress
     )
     test_result = trainer.evaluate(test_data, load_best_model=True, show_progress=show_progress)
+    test_s = timer.test_s[-1] if timer.test_s else None
+    long_tail = (
+        _long_tail(config, trainer, train_data, valid_data, test_data) if test_result else {}
+    )
     return {
         "model": model,
         "dataset": dataset,
@@ -120,7 +124,7 @@ def measure_run(
         "train_loss": timer.train_loss,
         "valid_s_mean": _mean(timer.valid_s),
         "valid_s": timer.valid_s,
-        "test_s": timer.test_s[-1] if timer.test_s else None,
+        "test_s": test_s,
         "valid_curve": timer.curve,
         "data_s": data_s,
         "total_s": time.perf_counter() - started,
@@ -135,4 +139,24 @@ def measure_run(
         "eval_args": json.loads(json.dumps(config["eval_args"], default=str)),
         "benchmark_filename": config["benchmark_filename"],
         "checkpoint": trainer.saved_model_file,
+        **long_tail,
+    }
+
+
+def _long_tail(config, trainer, train_data, valid_data, test_data) -> dict:
+    """RecBole's metrics of the selected model on the long-tail pairs of validation and test
+    (:func:`recbole_mm.evaluation.evaluate_long_tail`); nothing when the key is ~."""
+    from recbole_mm.evaluation import LONG_TAIL_KEY, evaluate_long_tail
+
+    limit = config[LONG_TAIL_KEY]
+    if limit is None:
+        return {}
+    valid = evaluate_long_tail(trainer, train_data, valid_data, limit)
+    test = evaluate_long_tail(trainer, train_data, test_data, limit)
+    return {
+        LONG_TAIL_KEY: limit,
+        "valid_tail_result": valid["result"],
+        "test_tail_result": test["result"],
+        "tail_pairs": {"valid": valid["n_pairs"], "test": test["n_pairs"]},
+        "tail_users": {"valid": valid["n_users"], "test": test["n_users"]},
     }

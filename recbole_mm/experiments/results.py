@@ -92,9 +92,19 @@ def summarise(runs: Sequence[dict]) -> list[dict]:
             "valid_metric": ok[0]["valid_metric"] if ok else None,
             "split_ok": all(model not in splits[r["seed"]]["odd"] for r in ok),
         }
-        for part, key in (("test", "test_result"), ("valid", "best_valid_result")):
-            metrics = list(dict.fromkeys(m for r in ok for m in r[key]))
-            entry[part] = {m: _mean_std([r[key][m] for r in ok if m in r[key]]) for m in metrics}
+        for part, key in (
+            ("test", "test_result"),
+            ("valid", "best_valid_result"),
+            ("test_tail", "test_tail_result"),
+            ("valid_tail", "valid_tail_result"),
+        ):
+            metrics = list(dict.fromkeys(m for r in ok for m in r.get(key, {})))
+            entry[part] = {
+                m: _mean_std([r[key][m] for r in ok if m in r.get(key, {})]) for m in metrics
+            }
+        limits = {r.get("long_tail_max_interactions") for r in ok} - {None}
+        entry["long_tail_max_interactions"] = limits.pop() if len(limits) == 1 else None
+        entry["tail_pairs"] = _mean_std([r["tail_pairs"]["test"] for r in ok if "tail_pairs" in r])
         for key in (
             "train_s_per_epoch",
             "valid_s_mean",
@@ -123,9 +133,12 @@ def markdown_table(rows: Sequence[dict]) -> str:
     """The Markdown table of :func:`summarise`'s rows.
 
     Columns: model, every test metric, the best validation value of the validation metric,
-    train s/epoch, validation s, peak MB (RSS; GPU MB too when a run used a GPU), #params,
-    epochs, and ``split`` (``same`` when the model's test split equals the most common one of
-    each seed, ``DIFFERS`` otherwise).
+    the long-tail group when the runs measured it (the validation metric on test and on
+    validation over the held-out pairs whose item has at most N training users, e.g.
+    ``test ndcg@10 (items <= 5)``, and the number of such test pairs), train s/epoch,
+    validation s, peak MB (RSS; GPU MB too when a run used a GPU), #params, epochs, and
+    ``split`` (``same`` when the model's test split equals the most common one of each seed,
+    ``DIFFERS`` otherwise).
 
     Args:
         rows: as :func:`summarise` returns them.
@@ -136,6 +149,11 @@ def markdown_table(rows: Sequence[dict]) -> str:
     gpu = any(row["peak_gpu_mb"][0] is not None for row in rows)
     header = ["model", *(f"test {m}" for m in metrics)]
     header += [f"best valid {one_valid}" if one_valid else "best valid"]
+    limits = {row["long_tail_max_interactions"] for row in rows if row.get("test_tail")}
+    tail = f"(items <= {limits.pop()})" if len(limits) == 1 else "(long tail)" if limits else None
+    if tail:
+        metric = one_valid or "valid metric"
+        header += [f"test {metric} {tail}", f"valid {metric} {tail}", f"test pairs {tail}"]
     header += ["s/epoch", "eval s", "peak MB", *(["GPU MB"] if gpu else [])]
     header += ["#params", "epochs", "split"]
     table = []
@@ -147,6 +165,11 @@ def markdown_table(rows: Sequence[dict]) -> str:
             best = _fmt(row["valid"].get(vm, (None, None)), 4)
             cells = [row["model"], *(_fmt(row["test"].get(m, (None, None)), 4) for m in metrics)]
             cells += [best if one_valid else f"{vm}: {best}"]
+            if tail:
+                cells += [
+                    _fmt(row[part].get(vm, (None, None)), 4) for part in ("test_tail", "valid_tail")
+                ]
+                cells += [_fmt(row["tail_pairs"], 0, thousands=True)]
             cells += [_fmt(row["train_s_per_epoch"], 2), _fmt(row["valid_s_mean"], 2)]
             cells += [_fmt(row["peak_rss_mb"], 0, thousands=True)]
             cells += [_fmt(row["peak_gpu_mb"], 0, thousands=True)] if gpu else []
@@ -217,11 +240,13 @@ CSV_FIXED = (
     "best_valid_score",
     "split_hash",
     "n_test_pairs",
+    "long_tail_max_interactions",
 )
 
 
 def write_csv(runs: Sequence[dict], path: Path) -> None:
-    """``results.csv``: one row per run; metrics as ``test_<metric>`` and ``valid_<metric>``.
+    """``results.csv``: one row per run; metrics as ``test_<metric>`` and ``valid_<metric>``,
+    long-tail metrics as ``test_tail_<metric>`` / ``valid_tail_<metric>`` with their pair counts.
 
     Args:
         runs: the run records.
@@ -229,7 +254,11 @@ def write_csv(runs: Sequence[dict], path: Path) -> None:
     """
     test = list(dict.fromkeys(m for r in runs for m in r.get("test_result", {})))
     valid = list(dict.fromkeys(m for r in runs for m in r.get("best_valid_result", {})))
+    tail = list(dict.fromkeys(m for r in runs for m in r.get("test_tail_result", {})))
     fields = [*CSV_FIXED, *(f"test_{m}" for m in test), *(f"valid_{m}" for m in valid)]
+    if tail:
+        fields += ["tail_pairs_test", "tail_pairs_valid"]
+        fields += [f"{part}_tail_{m}" for part in ("test", "valid") for m in tail]
     with path.open("w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
@@ -237,6 +266,10 @@ def write_csv(runs: Sequence[dict], path: Path) -> None:
             row = {key: run.get(key) for key in CSV_FIXED}
             row.update({f"test_{m}": v for m, v in run.get("test_result", {}).items()})
             row.update({f"valid_{m}": v for m, v in run.get("best_valid_result", {}).items()})
+            for part in ("test", "valid"):
+                row[f"tail_pairs_{part}"] = run.get("tail_pairs", {}).get(part)
+                tail_result = run.get(f"{part}_tail_result", {})
+                row.update({f"{part}_tail_{m}": v for m, v in tail_result.items()})
             writer.writerow(row)
 
 
