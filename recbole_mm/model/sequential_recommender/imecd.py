@@ -12,13 +12,19 @@ a conditional DDPM over the next item's representation whose Transformer denoise
 ``x0`` (Eq. 11-18). Scores are the sum of the branches' inner products (Eq. 19); the loss is
 Eq. 20-22 summed over the branches.
 
-Deviations (the paper is silent unless said otherwise):
-    - Denoiser input, after DiffuRec: the noised target plus a sinusoidal time embedding (passed
-      through a two-layer MLP), scaled by ``diffusion_lambda`` (DiffuRec: 0.001, drawn per
-      element from N(lambda, lambda) in training; its mean at evaluation, so that evaluation is
-      deterministic), is added to every position of the conditioning sequence, plus a learned
-      position embedding; the output at the last (most recent) position is ``x0_hat``.
-      Attention is bidirectional over the non-padding positions, as in DiffuRec.
+Deviations and gap-fills. The defaults are the paper's method; every departure below that the
+paper does not have is a named switch whose default turns it off (docs/models/IMECD.md has the
+table of every key against the paper):
+    - Denoiser input (the paper gives only ``f(x_t, t, s~)`` and "a Transformer"; gap-fill after
+      DiffuRec): ``x_t`` plus a sinusoidal time embedding (through a two-layer MLP), scaled by
+      ``diffusion_lambda``, is added to every position of the conditioning sequence, plus a
+      learned position embedding; the output at the last (most recent) position is ``x0_hat``.
+      Attention is bidirectional over the non-padding positions, as in DiffuRec. The default
+      lambda is 1, so that ``x0_hat`` depends on ``x_t``: at DiffuRec's 0.001 the denoiser
+      ignores ``x_t`` and the reverse chain reduces to one deterministic pass
+      (benchmarks/imecd_dependence.py measures both).
+    - ``diffusion_lambda_jitter`` (switch, off): DiffuRec's per-element draw of lambda from
+      ``N(lambda, lambda)`` in training (its mean at evaluation).
     - Histories are left-aligned (DiffuRec's layout: the most recent item at the last position),
       so that the sequence-shaped codes of MS-VQ compare sequences by recency. Padding positions
       of ``s^m`` are zeros.
@@ -28,24 +34,19 @@ Deviations (the paper is silent unless said otherwise):
       (the batch mean replaces the code), smaller values an exponential moving average. At
       evaluation the code is the argmax of the selection logits (no Gumbel noise). The
       selection MLP is Linear(L d, d) - GELU - Linear(d, Z) (DiQDiff-style, width not given).
-    - Eq. 15 has no temperature; ``cl_temperature`` (default 1, the paper's form) divides the
-      cosine similarities (DiQDiff uses 0.07). The sum in Eq. 15 includes ``x0_hat`` itself.
-    - Eq. 14 is the squared L2 norm summed over the dimensions, averaged over the batch, by
-      default with the target ``x0`` detached (``rec_stop_gradient``): only the cross-entropy
-      shapes the item representations. With gradients through ``x0`` as well, L_r pulls every
-      target towards the predictions and the ranking collapses. ``lambda_r`` weighs L_r
-      (Eq. 22 has 1; 0 is DiffuRec's loss). The default is 0: every weight from 0.001 to 1 cost
-      validation NDCG@10 on ml-100k-mm (.0315 at 1 against .0552 at 0, 3 epochs); ``lambda_r:
-      1`` is the paper's Eq. 22. Figures: docs/models/IMECD.md. Each branch draws its own
-      timesteps and noise.
+    - ``cl_temperature`` (switch, default 1 = Eq. 15, which has none) divides the cosine
+      similarities (DiQDiff uses 0.07). The sum in Eq. 15 includes ``x0_hat`` itself.
+    - Eq. 14 is the squared L2 norm summed over the dimensions, averaged over the batch, weighed
+      by ``lambda_r`` (default 1, Eq. 22; 0 is DiffuRec's loss, a switch).
+      ``rec_stop_gradient`` (switch, off) detaches the target ``x0``, so that only the
+      cross-entropy shapes the item representations; Eq. 14 has no stop-gradient. Each branch
+      draws its own timesteps and noise.
     - Eq. 20-21 (training) score the one-step ``x0_hat = f(x_t, t, s~)`` of Eq. 13 at the
       branch's random ``t``, not the reverse chain's ``p_u`` (DiffuRec's practice; running the
       chain in training would cost ``T`` denoiser passes per step). Evaluation scores ``p_u``.
-    - ``diffusion_eval_steps`` < ``diffusion_steps`` replaces the ``T``-step DDPM chain at
-      evaluation by a strided deterministic DDIM chain; 1 is a single denoiser pass from ``x_T``
-      at ``t = T - 1``. With ``diffusion_lambda`` = 0.001 the denoiser barely reads ``x_t``, and
-      one step ranks as the full chain does at a 22nd of the cost (docs/models/IMECD.md), so
-      1 is the default; ``diffusion_eval_steps: ~`` runs the paper's T-step chain.
+    - ``diffusion_eval_steps`` (switch; default ``~``, the ``T``-step DDPM chain of Eq. 16-18): a
+      smaller k replaces the chain at evaluation by a strided deterministic DDIM chain of k
+      denoiser calls; 1 is a single pass from ``x_T`` at ``t = T - 1``.
     - Evaluation noise (``x_T`` and the per-step noise of Eq. 18) comes from a
       ``torch.Generator`` seeded with ``seed`` and re-seeded whenever the model enters eval
       mode, so that every evaluation of the same weights gives the same scores.
@@ -98,9 +99,10 @@ class _Denoiser(nn.Module):
         hidden_act: str,
         layer_norm_eps: float,
         lam: float,
+        lam_jitter: bool = False,
     ):
         super().__init__()
-        self.hidden, self.lam = hidden, lam
+        self.hidden, self.lam, self.lam_jitter = hidden, lam, lam_jitter
         self.time_mlp = nn.Sequential(
             nn.Linear(hidden, 4 * hidden), nn.SiLU(), nn.Linear(4 * hidden, hidden)
         )
@@ -120,7 +122,7 @@ class _Denoiser(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor, cond: Tensor, attn_mask: Tensor) -> Tensor:
         noisy = x_t + self.time_mlp(timestep_embedding(t, self.hidden))  # [B, d]
-        if self.training and self.lam > 0:
+        if self.training and self.lam_jitter and self.lam > 0:  # DiffuRec's random lambda
             lam = torch.normal(self.lam, self.lam, size=cond.shape, device=cond.device)
         else:
             lam = self.lam
@@ -204,6 +206,7 @@ class IMECD(MultimodalSequentialRecommender):
                     hidden_act=config["hidden_act"],
                     layer_norm_eps=config["layer_norm_eps"],
                     lam=config["diffusion_lambda"],
+                    lam_jitter=config["diffusion_lambda_jitter"],
                 )
                 for m in self.branches
             }
@@ -316,7 +319,7 @@ class IMECD(MultimodalSequentialRecommender):
             x_t = self.schedule.q_sample(x0, t, torch.randn_like(x0))  # Eq. 11-12
             x0_hat = self.denoisers[m](x_t, t, conds[m], attn_mask)  # Eq. 13
             ce = ce + F.cross_entropy(x0_hat @ reps[m].T, target)  # Eq. 20-21
-            # Eq. 14; by default against sg(x0): through x0 it collapses the embeddings.
+            # Eq. 14; rec_stop_gradient (not the paper's) detaches the target.
             x0_target = x0.detach() if self.rec_stop_gradient else x0
             rec = rec + (x0_target - x0_hat).square().sum(-1).mean()
             if self.lambda_c > 0:
