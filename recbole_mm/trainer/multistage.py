@@ -26,7 +26,8 @@ last stage's best checkpoint is ``saved_model_file``, so ``evaluate(load_best_mo
 
 Config keys: ``stage_epochs``, ``stage_learning_rate`` and ``stage_batch_size`` (``{stage:
 value}``; missing stages use ``epochs`` / ``learning_rate`` / ``train_batch_size``; defaults in
-``properties/overall.yaml``), and RecBole's own
+``properties/overall.yaml``), ``sgd_momentum`` (momentum of ``learner: sgd``, which RecBole
+builds without; unset or 0: none), and RecBole's own
 ``train_stage`` (``all`` when unset, a stage name, or a stage name followed by ``+`` for that
 stage and the ones after it) and ``pre_model_path`` (a checkpoint to start from; a stage
 checkpoint of an unfinished stage is resumed at its next epoch with its optimizer state).
@@ -280,6 +281,11 @@ class MultiStageTrainer(SafeCheckpointMixin, Trainer):
                 f"set_stage('{stage}'); set stage_epochs['{stage}'] = 0 or fix set_stage"
             )
         self.optimizer = self._build_optimizer(params=params)
+        momentum = float(self.config["sgd_momentum"] or 0.0)
+        if momentum and self.learner.lower() == "sgd":  # RecBole's SGD has no momentum
+            self.optimizer = torch.optim.SGD(
+                params, lr=self.learning_rate, momentum=momentum, weight_decay=self.weight_decay
+            )
         self.start_epoch = 0
         self.cur_step = 0
         self.best_valid_score = -math.inf if self.valid_metric_bigger else math.inf

@@ -69,7 +69,28 @@ def test_tokenizer_alternates_bpr_and_rqvae(tiny):
     model.calculate_loss(batch).backward()  # RQ-VAE: on detached item representations
     assert model.quantizer.codebooks.grad is not None
     assert model.graph.self_weights[0].weight.grad is None
-    assert bool(model.quantizer.initialised)  # k-means initialisation on the first RQ-VAE batch
+
+
+def test_codebooks_start_as_the_authors_unless_switched(tiny_root):
+    """Default (the authors' code): uniform in [-1/L, 1/L], untouched by the first RQ-VAE batch,
+    and no dead-code re-seeding; rq_kmeans_init / rq_dead_code_reset are our switches."""
+    config, train, _ = _data(tiny_root)
+    model = _model(config, train)
+    assert not model.quantizer.kmeans_init and not model.dead_code_reset
+    before = model.quantizer.codebooks.detach().clone()
+    assert before.abs().max() <= 1 / model.codebook_size
+    batch = next(iter(train))
+    model.calculate_loss(batch)  # BPR
+    model.calculate_loss(batch)  # RQ-VAE, no optimiser step
+    assert torch.equal(model.quantizer.codebooks.detach(), before)
+
+    config, train, _ = _data(tiny_root, rq_kmeans_init=True)
+    model = _model(config, train)
+    assert not bool(model.quantizer.initialised)
+    model.calculate_loss(batch)
+    model.calculate_loss(batch)  # k-means on the first RQ-VAE batch
+    assert bool(model.quantizer.initialised)
+    assert model.quantizer.codebooks.detach().abs().max() > 1 / model.codebook_size
 
 
 def test_stages_switch_trainable_parameters(tiny):

@@ -296,6 +296,20 @@ def test_each_stage_trains_with_its_own_batch_size(toy, tiny_root, tmp_path):
     assert train.step == 64  # the run's own loader is left as it was
 
 
+def test_sgd_momentum_reaches_each_stage_optimizer(toy, tiny_root, tmp_path):
+    """RecBole builds SGD without momentum; sgd_momentum (MMGRec's authors: 0.99) adds it."""
+    _, model, trainer, train, _, _ = _setup(
+        tiny_root, tmp_path, learner="sgd", sgd_momentum=0.9, weight_decay=0.001
+    )
+    for stage, lr in (("items", 0.05), ("users", 0.01)):
+        trainer._enter_stage(stage, train)
+        (group,) = trainer.optimizer.param_groups
+        assert isinstance(trainer.optimizer, torch.optim.SGD)
+        assert (group["momentum"], group["lr"], group["weight_decay"]) == (0.9, lr, 0.001)
+        trainable = {id(p) for p in model.parameters() if p.requires_grad}
+        assert {id(p) for p in group["params"]} == trainable
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [

@@ -34,10 +34,12 @@ Deviations (details in docs/models/MMGRec.md):
       parameters). The paper does not say whether L_rqvae's gradient reaches the graph; the
       authors' code trains the graph first and the RQ-VAE on its frozen output. Squared errors are
       averaged (not summed) over items.
-    - The RQ-VAE latent width (``rq_latent_dim``) and MLP width are not in the paper; the
-      codebooks are initialised by k-means on the first RQ-VAE batch (the authors: uniform).
-    - Adam instead of the paper's SGD (the authors' SGD uses momentum 0.99); L2 1e-5 as
-      ``weight_decay``.
+    - The RQ-VAE latent width (``rq_latent_dim``: 4) and the codebooks' uniform start are the
+      authors' code's (the paper gives neither); the MLP width is ours. ``rq_kmeans_init``
+      (k-means on the first RQ-VAE batch, TIGER's) and ``rq_dead_code_reset`` are our switches,
+      off by default.
+    - SGD (Sec. 5.3) with the authors' momentum 0.99 (``sgd_momentum``, applied by the
+      multi-stage trainer); L2 1e-5 as ``weight_decay``.
     - Encoder input: up to ``history_length`` training items; longer histories are sampled
       uniformly without replacement, afresh for every training instance, and once per user
       with a fixed seed (``history_seed``) for ``predict`` / ``full_sort_predict``.
