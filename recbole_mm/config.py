@@ -393,7 +393,15 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         dataset_file = properties.dataset_file(dataset)
-        for file in (properties.overall_file(), properties.model_file(model), dataset_file):
+        files = [properties.overall_file(), properties.model_file(model), dataset_file]
+        # The settings chosen on validation for this model on this dataset come last, unless
+        # the user asks for the paper's method (tuned_settings: False).
+        tuned = properties.tuned_file(model, dataset)
+        self.tuned_file = None
+        if self.external_config_dict.get("tuned_settings", True) and tuned.is_file():
+            files.append(tuned)
+            self.tuned_file = str(tuned)
+        for file in files:
             if file.is_file():
                 loaded = self._update_internal_config_dict(str(file)) or {}
                 if file == dataset_file:

@@ -38,6 +38,11 @@ def model_file(model: str) -> Path:
     return properties_dir() / "model" / f"{model}.yaml"
 
 
+def tuned_file(model: str, dataset: str) -> Path:
+    """Settings of ``model`` chosen on validation for ``dataset`` (may not exist)."""
+    return properties_dir() / "model" / model / f"{dataset}.yaml"
+
+
 def dataset_file(dataset: str) -> Path:
     return properties_dir() / "dataset" / f"{dataset}.yaml"
 

@@ -50,6 +50,12 @@ def prepare(model=None, dataset=None, config_file_list=None, config_dict=None, *
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
+    tuned = getattr(config, "tuned_file", None)
+    if tuned:
+        logger.info(
+            f"{config['model']} on {config['dataset']}: settings chosen on validation read from "
+            f"{tuned} (tuned_settings=False runs the model's defaults, the paper's method)."
+        )
     dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)

@@ -9,7 +9,8 @@ import torch
 from conftest import TINY, seeded_model, tiny_config, tiny_splits, write_tiny_dataset
 
 from recbole_mm.data.features import save_modality
-from recbole_mm.model.general_recommender.gtc import GTC
+from recbole_mm.model.general_recommender.gtc import GTC, modality_balance_score
+from recbole_mm.properties import tuned_file
 
 TINY_GTC = {"diffusion_steps": 10, "gtc_denoiser_hidden_size": 8, "train_batch_size": 128}
 
@@ -22,13 +23,21 @@ ABLATIONS = {
     "wo_image": {"modality_roles": {"text": "text"}, "gtc_alignment": "pairwise"},
     "ddpm_eval": {"gtc_eval_sampler": "ddpm"},
     "noise_start": {"gtc_sample_start": "noise", "gtc_train_sample_steps": 2},
-    "unscaled": {"gtc_standardize": False},  # the defaults standardise
-    "paper_literal": {
-        "gtc_prediction": "eps",
-        "gtc_standardize": False,
-        "gtc_denoiser_losses": "all",
-        "gtc_tc_normalize": False,
-        "gtc_tc_temperature": 1.0,
+    "content_start": {"gtc_sample_start": "content"},
+    # Every invention of ours switched on, as ml-100k-mm's validated settings have them.
+    "tuned": {
+        "gtc_prediction": "x0",
+        "gtc_standardize": True,
+        "gtc_clip_x0": True,
+        "gtc_denoiser_losses": "gen",
+        "gtc_gen_detach_content": True,
+        "gtc_tc_normalize": True,
+        "gtc_tc_temperature": 0.2,
+        "gtc_fusion_gate": "two_way",
+        "gtc_fusion_offset": 4.0,
+        "gtc_fusion_scale": "match",
+        "gtc_center_content": True,
+        "gtc_sample_start": "content",
     },
 }
 
@@ -68,8 +77,11 @@ def test_denoisers_are_trained_and_saved(tiny):
     _step(model, train)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert any(n.startswith("denoisers.text.") for n in changed)
+    # With the paper's noise start the generation never reads C_0: the projections learn
+    # through L_GEN (Eq. 4 is not detached from C_0 in the paper).
     assert any(n.startswith("projections.image.") for n in changed)
-    assert "log_fusion_temperature" in changed
+    # Eq. 10's softmax over the node's one similarity is 1 whatever tau is: tau gets no gradient.
+    assert "log_fusion_temperature" not in changed
     # The schedule is rebuilt from the configuration, never read from a checkpoint.
     assert not any(k.startswith("schedule.") for k in model.state_dict())
 
@@ -98,15 +110,32 @@ def test_evaluation_is_seeded_cached_and_recomputed_after_training(tiny):
     other.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert torch.equal(other.full_sort_predict(interaction), after)
-    # 1 - (max - min) of cosines: in [-1, 1].
-    assert len(model.balance_scores) >= 1 and -1.0 <= model.balance_scores[-1] <= 1.0
+    # Sec. 4.5's score of the last evaluation pass, over all users.
+    with torch.no_grad():
+        s, _, views = model.evaluation_views()
+        users = slice(0, model.n_users)
+        expected = modality_balance_score(
+            model._fuse(s, views)[users], [s[users], *(v[users] for v in views)]
+        )
+    assert model.balance_scores[-1] == pytest.approx(expected)
+
+
+def test_modality_balance_score_by_hand():
+    """1 - (max_m cos - min_m cos), averaged over rows: 1 when every view agrees, -1 when the
+    fused row points along one view and against another."""
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    assert modality_balance_score(x, [x, 3 * x]) == pytest.approx(1.0)
+    assert modality_balance_score(x, [x, -x]) == pytest.approx(-1.0)
+    y = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # row 0: cosines 1 and 0; row 1: 1 and 1
+    assert modality_balance_score(x, [x, y]) == pytest.approx(0.5)
 
 
 def test_ddpm_and_ddim_eval_samplers_differ_but_are_each_deterministic(tiny_root, tiny):
-    config, train, test = tiny
+    _, train, test = tiny
     interaction = next(iter(test))[0]
-    ddim = _model(config, train).eval()
-    ddpm_config, _, _ = _data(tiny_root, gtc_eval_sampler="ddpm")
+    ddim_config, _, _ = _data(tiny_root, gtc_eval_sampler="ddim")
+    ddim = _model(ddim_config, train).eval()
+    ddpm_config, _, _ = _data(tiny_root, gtc_eval_sampler="ddpm")  # the default: Eq. 5
     ddpm = _model(ddpm_config, train).eval()
     with torch.no_grad():
         a = ddpm.full_sort_predict(interaction)
@@ -115,22 +144,78 @@ def test_ddpm_and_ddim_eval_samplers_differ_but_are_each_deterministic(tiny_root
         assert not torch.allclose(a, ddim.full_sort_predict(interaction))
 
 
+def _loss_terms(model, batch) -> tuple[float, float]:
+    """``(w1 L_GEN, w2 L_CON)`` of one batch at weights 1, from the same random draws."""
+    weights = model.gen_weight, model.tc_weight
+    losses = {}
+    for w1, w2 in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)):
+        model.gen_weight, model.tc_weight = w1, w2
+        torch.manual_seed(0)
+        losses[w1, w2] = float(model.calculate_loss(batch))
+    model.gen_weight, model.tc_weight = weights
+    base = losses[0.0, 0.0]
+    return losses[1.0, 0.0] - base, losses[0.0, 1.0] - base
+
+
 @pytest.mark.parametrize("variant", sorted(ABLATIONS))
-def test_ablation_switches_train_and_score(tiny_root, variant):
+def test_ablation_switches_change_what_they_name(tiny_root, variant):
+    """Each variant trains and scores, and has the parts (and only the parts) it names."""
     config, train, test = _data(tiny_root, **ABLATIONS[variant])
     model = _model(config, train)
-    loss = model.calculate_loss(next(iter(train)))
+    batch = next(iter(train))
+    loss = model.calculate_loss(batch)
     assert loss.dim() == 0 and torch.isfinite(loss)
     loss.backward()
+    gen, con = _loss_terms(model, batch)
     model.eval()
     with torch.no_grad():
         scores = model.full_sort_predict(next(iter(test))[0])
     assert torch.isfinite(scores).all()
+    denoise = config["gtc_denoise"] and bool(model.modalities)
+    assert bool(model.denoisers) == denoise
+    assert (gen != 0) == denoise  # L_GEN exists exactly when there is a diffusion
+    aligned = config["gtc_alignment"] != "none" and bool(model.modalities)
+    assert (abs(con) > 1e-9) == aligned  # L_CON exists exactly when there is an alignment
+    width = model._representations().shape[1]
+    d = config["embedding_size"]
+    assert width == (d * (1 + len(model.modalities)) if config["gtc_fusion"] == "concat" else d)
     if variant == "inter_only":
-        assert not model.denoisers and not model.projections
-    if variant.startswith("base"):
-        width = model._representations().shape[1]
-        assert width == config["embedding_size"] * 3  # concatenation of S, V, T
+        # No content: GTC's score is LightGCN's, the dot product of the propagated ID rows.
+        assert not model.projections
+        ids = torch.cat([model.user_embedding.weight, model.item_embedding.weight])
+        s = model.propagation(model.adjacency, ids)
+        user = next(iter(test))[0][model.USER_ID]
+        torch.testing.assert_close(scores, s[user] @ s[model.n_users :].T)
+    if variant == "wo_image":
+        assert model.modalities == ["text"]
+    if variant == "wo_tc":
+        default_config, _, _ = _data(tiny_root)
+        _, tc_con = _loss_terms(_model(default_config, train), batch)
+        assert con != pytest.approx(tc_con)  # pairwise InfoNCE, not the TC estimate
+
+
+def test_tuned_settings_file_holds_only_departures_and_the_defaults_are_the_papers():
+    """properties/model/GTC/ml-100k-mm.yaml switches on our inventions; without it (or with
+    tuned_settings False) GTC on ml-100k-mm runs the paper's method."""
+    from recbole_mm.config import Config
+
+    tuned = Config(model="GTC", dataset="ml-100k-mm", overrides={})
+    paper = Config(model="GTC", dataset="ml-100k-mm", overrides={"tuned_settings": False})
+    assert tuned.tuned_file == str(tuned_file("GTC", "ml-100k-mm"))
+    assert paper.tuned_file is None
+    assert (paper["gtc_fusion_gate"], paper["gtc_prediction"], paper["reg_weight"]) == (
+        "softmax",
+        "eps",
+        0.01,
+    )
+    assert (tuned["gtc_fusion_gate"], tuned["gtc_prediction"], tuned["reg_weight"]) == (
+        "two_way",
+        "x0",
+        1e-5,
+    )
+    # A user's own setting still wins over the tuned file.
+    mine = Config(model="GTC", dataset="ml-100k-mm", overrides={"gtc_prediction": "eps"})
+    assert mine["gtc_prediction"] == "eps" and mine["gtc_fusion_gate"] == "two_way"
 
 
 def test_three_content_modalities(tmp_path):
@@ -157,7 +242,9 @@ def test_three_content_modalities(tmp_path):
 def test_what_trains_the_denoisers(tiny_root, losses):
     """'gen': only L_GEN reaches the denoisers; BPR and L_CON still reach the embeddings and
     the projections through the generated views. 'all': they reach the denoisers too."""
-    config, train, _ = _data(tiny_root, gtc_denoiser_losses=losses, gtc_prediction="x0")
+    config, train, _ = _data(
+        tiny_root, gtc_denoiser_losses=losses, gtc_prediction="x0", gtc_sample_start="content"
+    )
     model = _model(config, train)
     model.gen_weight = 0.0  # BPR + L_CON + L2 only
     model.calculate_loss(next(iter(train))).backward()
@@ -192,10 +279,10 @@ def test_x0_prediction_with_an_oracle_denoiser_recovers_the_content(tiny_root, s
         torch.testing.assert_close(scaled.pow(2).mean(0), torch.ones(scaled.shape[1]))
 
 
-def test_training_and_evaluation_share_one_diffusion_scale_and_clip(tiny):
+def test_training_and_evaluation_share_one_diffusion_scale_and_clip(tiny_root):
     """The scale and the x0 clip range come from every real node (padding item excluded) in
     training and in evaluation, not from the batch's nodes in one and all rows in the other."""
-    config, train, _ = tiny
+    config, train, _ = _data(tiny_root, gtc_standardize=True, gtc_clip_x0=True)
     model = _model(config, train)
     seen = {}
     generate = model._generate
@@ -279,9 +366,25 @@ def test_end_to_end_reloads_best_checkpoint_with_same_test_metrics(tiny_root, ru
     assert dict(reloaded) == pytest.approx(dict(result["test_result"]))
 
 
-def test_fusion_gate_can_close_to_the_interaction_only_representation(tiny):
-    """Eq. 10's 'no content' logit lets the model switch the content off for every node."""
+def test_paper_gate_adds_the_whole_fused_content_whatever_tau(tiny):
+    """Eq. 10 as printed: the softmax over one similarity is 1, so S_bar = S + C_f."""
     config, train, _ = tiny
+    model = _model(config, train)
+    assert model.fusion_gate == "softmax" and not hasattr(model, "fusion_offset")
+    s, contents = model._encode()
+    views = [torch.randn_like(c) for c in contents]
+    cf = views[0] * views[1]
+    for log_tau in (-3.0, 0.0, 3.0):
+        with torch.no_grad():
+            model.log_fusion_temperature.fill_(log_tau)
+        torch.testing.assert_close(model._fuse(s, views), s + cf)
+
+
+def test_two_way_gate_can_close_but_does_not_isolate_s(tiny_root):
+    """The two-way gate's 'no content' logit switches C_f off for every node; S still learns
+    from L_GEN (the denoisers are conditioned on S) and L_CON (S is one of its views), so a
+    closed gate does not reduce GTC to its interaction-only form."""
+    config, train, _ = _data(tiny_root, gtc_fusion_gate="two_way")
     model = _model(config, train)
     s, contents = model._encode()
     views = [torch.randn_like(c) for c in contents]
@@ -289,16 +392,36 @@ def test_fusion_gate_can_close_to_the_interaction_only_representation(tiny):
     with torch.no_grad():
         model.fusion_offset.fill_(1e4)
     torch.testing.assert_close(model._fuse(s, views), s)
+    batch = next(iter(train))
+    grads = []
+    for w1, w2 in ((0.0, 0.0), (0.0, 1.0), (1.0, 0.0)):
+        model.zero_grad()
+        model.gen_weight, model.tc_weight = w1, w2
+        torch.manual_seed(0)
+        model.calculate_loss(batch).backward()
+        grads.append(model.user_embedding.weight.grad.clone())
+    assert not torch.allclose(grads[1], grads[0])  # L_CON reaches S
+    assert not torch.allclose(grads[2], grads[0])  # L_GEN reaches S
+
+
+def test_detached_content_leaves_the_encoders_no_path_from_a_noise_start(tiny_root):
+    """gtc_gen_detach_content with the paper's noise start: the generated views never read
+    C_0, so nothing trains the content projections (why the switch is off by default)."""
+    config, train, _ = _data(tiny_root, gtc_gen_detach_content=True)
+    model = _model(config, train)
+    model.calculate_loss(next(iter(train))).backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.projections.parameters())
 
 
 def test_matched_fusion_scale_gives_the_content_the_norm_of_s(tiny):
     """gtc_fusion_scale 'match': S_f = alpha ||S|| C_f / ||C_f||, whatever the content's scale."""
     config, train, _ = tiny
     model = _model(config, train)
+    model.fusion_scale = "match"
     s, contents = model._encode()
     views = [1000 * torch.randn_like(c) for c in contents]
     fused = model._fuse(s, views)
-    assert torch.all((fused - s).norm(dim=-1) <= s.norm(dim=-1) + 1e-6)
+    torch.testing.assert_close((fused - s).norm(dim=-1), s.norm(dim=-1))  # alpha = 1 here
     model.fusion_scale = "raw"
     assert (model._fuse(s, views) - s).norm(dim=-1).mean() > 100 * s.norm(dim=-1).mean()
 
@@ -329,7 +452,9 @@ def test_centred_content_shares_no_direction_across_items_or_users(tiny):
 
 def test_fusion_offset_sets_the_initial_gate(tiny_root):
     """gtc_fusion_offset: the gate starts at sigmoid(cos / tau - offset) for every node."""
-    config, train, _, _ = tiny_splits(tiny_root, "GTC", gtc_fusion_offset=4.0)
+    config, train, _, _ = tiny_splits(
+        tiny_root, "GTC", gtc_fusion_gate="two_way", gtc_fusion_scale="match", gtc_fusion_offset=4.0
+    )
     model = seeded_model("GTC", config, train)
     assert float(model.fusion_offset) == 4.0
     s, contents = model._encode()
@@ -338,11 +463,11 @@ def test_fusion_offset_sets_the_initial_gate(tiny_root):
     assert alpha.max() < torch.sigmoid(torch.tensor(1.0 - 4.0)) + 1e-6
 
 
-def test_mean_fusion_scale_gives_every_node_the_mean_norm_of_s(tiny):
+def test_mean_fusion_scale_gives_every_node_the_mean_norm_of_s(tiny_root):
     """gtc_fusion_scale 'mean': ||S_f|| = alpha * mean ||S|| for every node, in training (batch
     nodes, with the mean of every node) and evaluation alike; short S (rare items) then get the
     same content as long ones."""
-    config, train, _ = tiny
+    config, train, _ = _data(tiny_root, gtc_fusion_gate="two_way")
     model = _model(config, train)
     model.fusion_scale = "mean"
     s, contents = model._encode()

@@ -11,80 +11,61 @@ representations (Eq. 5); a contrastive lower bound of the total correlation of t
 and generated content representations (Eq. 6-9); similarity-gated fusion with a residual
 (Eq. 10); BPR + w1 L_GEN + w2 L_CON + L2 (Eq. 11-12). docs/models/GTC.md explains every choice.
 
-Deviations:
-    - Content modalities: any number ``M >= 0``, the roles of ``modality_roles`` (default:
-      every modality the dataset has, under its own name; ``{}``: none). The paper's two (visual, textual) give three views; with one content
-      modality the TC bound is InfoNCE's bound on I(S; C) and C_f = C; with three, h is the
-      4-way multilinear product and C_f the product of the three; with none, GTC is LightGCN.
-    - Generation starts from the forward chain's terminal state ``C_T = q(C_T | C_0)`` (Eq. 3
-      at t = T), not from an independent N(0, I) (``gtc_sample_start: noise`` does that): Sec.
-      4.7 explains the effect of T by how much content survives the noising, which holds only
-      if the reverse process starts from the noised content; for T = 500 the two differ by
-      sqrt(abar_T) = 0.08 of C_0.
-    - Sampling: training generates the batch's content representations with a short
-      deterministic DDIM chain (``gtc_train_sample_steps``); evaluation uses the same sampler by
-      default (``gtc_eval_sampler: ddim``) so that the model is scored as it was trained;
-      ``ddpm`` runs the paper's full T-step Eq. 5. Evaluation representations are computed in
-      eval mode, once per evaluation pass, from a generator seeded with ``seed``, never from a
-      training batch.
-    - What trains the denoisers (``gtc_denoiser_losses``): by default only L_GEN (Eq. 4); the
-      generation inside a batch uses them as fixed samplers (Sec. 3.2 generates "after
-      training"), so BPR and L_CON reach S and C_0 through the generated views but not the
-      denoisers' weights. With ``all`` (end-to-end through the sampler) the denoiser, which is
-      conditioned on S, learns to make the views a function of S that maximises L_CON: the
-      views stop resembling the content (measured in docs/models/GTC.md).
-    - Scale (``gtc_standardize``, on by default): the diffusion runs on ``C_0`` divided by its
-      per-column RMS (detached), as latent diffusion rescales its latents, and the generated
-      views are scaled back. ``C_0`` is ~20x smaller than the unit noise, so without it the
-      forward process erases the content after the first ~10 of T = 500 steps.
-    - Parameterisation (``gtc_prediction``, ``x0`` by default): the denoiser outputs ``C_0``
-      and L_GEN is the x0 form of Eq. 4 (the same minimiser, per-timestep weights 1 instead of
-      abar_t / (1 - abar_t)); the samplers derive the noise estimate from it. ``eps`` is Eq. 4
-      literally; from ``C_T`` its error is amplified by sqrt((1 - abar_T) / abar_T) (12x at
-      T = 500), and with one content modality the generated noise swamped S.
-    - L_CON (Eq. 7-9) scores L2-normalised views divided by ``gtc_tc_temperature`` (0.2) by
-      default, Symile's choice; the paper's raw ``h`` (``gtc_tc_normalize: False``,
-      temperature 1) grows without bound with the views' norms, and rewards inflating them:
-      with one content modality it cost 0.045 validation NDCG@10 (docs/models/GTC.md).
-    - Both samplers clamp each x0 estimate to the per-column range of C_0 (``gtc_clip_x0``,
-      DDPM's clip_denoised).
-    - L_GEN is a mean over elements (not a sum over dimensions), summed over modalities, on the
-      batch's users and items; its target C_0 is detached so that the loss cannot be lowered
-      by shrinking the content embeddings.
-    - Eq. 10's softmax over a single similarity is identically 1; we read it as a two-way
-      softmax between using C_f (logit cos / tau) and not (a learnable logit, ``gtc_fusion_offset`` at the start):
-      a sigmoid gate per node with a learnable temperature and offset, which depends on the
-      node only, not on the batch, and can close for every node when the content does not
-      help (the content path can then not make GTC worse than its interaction-only form).
-    - Scale of the fused content (``gtc_fusion_scale: match`` by default): ``C_f`` is rescaled
-      to the norm of ``S`` node by node before the gate weighs it, so that the content sets a
-      direction and never the scale; the generated views were 30-100x larger than ``S`` on
-      TikTok features and 10-50x smaller on ml-100k-mm (docs/models/GTC.md). ``mean`` gives
-      every node's ``C_f`` the mean norm of ``S`` over all nodes instead, so that the content
-      weighs more for rarely seen items, whose ``S`` is short. ``raw`` adds ``C_f`` as
-      generated (the paper).
-    - Centred content (``gtc_center_content``, on by default): ``C_0`` of every modality has its
-      mean over the users subtracted from the user rows and its mean over the real items from the
-      item rows, in training and evaluation alike. On ml-100k-mm the items' text content had a
-      mean cosine of 0.99 to its mean direction, so Eq. 10 added one shared vector to every item
-      and GTC ranked by popularity (docs/models/GTC.md).
-    - L_CON's denominator holds the negatives j != i only, as Eq. 7 writes it
-      (``gtc_tc_denominator: negatives``); ``all`` adds the positive (InfoNCE's cross-entropy).
-    - Ablations: "Base w/ DN" and "Base w/ TC" keep Base's concatenation (each adds one part to
-      Base), although Sec. 4.3 also calls Base w/ TC "GTC removing denoising".
-    - Per-dataset T, w1, w2 come from Sec. 4.7 (Sports T = 300; Sec. 4.1 says 500).
-    - L_CON sums the anchors' losses over the batch's distinct positive items; the L2 term
-      regularises the batch's ID embeddings (RecBole's LightGCN convention) with RecBole's
-      LightGCN weight (``reg_weight: 1e-5``, norms: ``require_pow: False``), not the paper's
-      0.01 on squared norms, which cost the interaction-only form 0.04 validation NDCG@10 on
-      ml-100k-mm (docs/models/GTC.md).
-    - Defaults of the content path chosen on ml-100k-mm's validation split: w2 = 0.01 (the
-      paper's 0.6 and 0.1 capped GTC near 0.18 NDCG@10) and a gate started nearly closed
-      (``gtc_fusion_offset: 4``); the Amazon YAMLs keep the paper's per-dataset w2.
+Defaults are the paper's method (docs/models/GTC.md, "Settings: defaults against the paper");
+settings chosen on validation for one dataset live in ``properties/model/GTC/<dataset>.yaml``.
 
-The paper-literal settings are ``gtc_prediction: eps, gtc_standardize: False,
-gtc_denoiser_losses: all, gtc_tc_normalize: False, gtc_tc_temperature: 1.0``;
-docs/models/GTC.md measures them against the defaults.
+Choices the paper leaves open (gap-fills):
+    - Content modalities: any number ``M >= 0``, the roles of ``modality_roles`` (default:
+      every modality the dataset has, under its own name; ``{}``: none). The paper's two
+      (visual, textual) give three views; with one content modality the TC estimate is
+      InfoNCE's on I(S; C) and C_f = C; with three, h is the 4-way multilinear product and C_f
+      the product of the three; with none, GTC is LightGCN.
+    - Training generates the batch's content views with a one-step DDIM chain from the same
+      start as evaluation (``gtc_train_sample_steps``): Sec. 3.2 generates "after training"
+      but Eq. 9-12 align and fuse the generated views while training. Evaluation runs the
+      paper's T-step Eq. 5 (``gtc_eval_sampler: ddpm``), once per evaluation pass, in eval
+      mode, with noise seeded by ``seed``, never reusing a training batch's views.
+    - Eq. 10's softmax over a node's single similarity is identically 1 (``gtc_fusion_gate:
+      softmax``): ``S_bar = S + C_f`` and tau has no effect; we implement it as printed.
+    - L_GEN is a mean over elements summed over modalities, on the batch's users and items;
+      L_CON sums the anchors' losses over the batch's distinct positive items; the L2 term of
+      Eq. 12 regularises the batch's ID embeddings (RecBole's LightGCN convention) with the
+      paper's weight 0.01 on squared norms.
+    - Per-dataset T, w1, w2 come from Sec. 4.7 (Sports T = 300; Sec. 4.1 says 500).
+
+Bug fix:
+    - L_CON's denominator holds the positive and the N - 1 negatives (``gtc_tc_denominator:
+      all``): Eq. 8's bound TC >= log N - loss holds for that form (Symile's, which the paper
+      follows); Eq. 7 as printed (``negatives``, j != i) is no bound and rewards an unbounded
+      positive score (layers/total_correlation.py).
+
+Our inventions, each a switch that is off by default (measured in docs/models/GTC.md):
+    - ``gtc_sample_start: content``: generation starts from C_T = q(C_T | C_0) instead of
+      N(0, I). With the paper's noise start the generated views never read C_0: content
+      reaches the model only through the denoisers L_GEN trains (and L_GEN trains the content
+      encoders through C_t).
+    - ``gtc_eval_sampler: ddim`` with ``diffusion_eval_steps``: strided deterministic sampling.
+    - ``gtc_standardize``: diffuse C_0 divided by its per-column RMS (detached) and scale the
+      generated views back; C_0 is ~20x smaller than the unit noise.
+    - ``gtc_prediction: x0``: the denoiser outputs C_0 (the x0 form of Eq. 4).
+    - ``gtc_clip_x0``: clamp every x0 estimate to the per-column range of C_0.
+    - ``gtc_denoiser_losses: gen``: only L_GEN trains the denoisers; the generation inside a
+      batch uses them as fixed samplers (the paper's Eq. 12 trains every parameter by the
+      whole loss: ``all``).
+    - ``gtc_gen_detach_content``: C_0 enters L_GEN detached.
+    - ``gtc_fusion_gate: two_way``: a softmax between C_f (logit cos / tau) and "no content"
+      (a learnable logit started at ``gtc_fusion_offset``), a per-node sigmoid gate that can
+      close. A closed gate does not isolate S: L_GEN (the denoisers are conditioned on S) and
+      L_CON (S is one of its views) still train it.
+    - ``gtc_fusion_scale: match | mean``: C_f rescaled to the norm of S node by node, or to
+      the mean norm of S over all nodes; ``raw`` (the paper) adds C_f as generated.
+    - ``gtc_center_content``: C_0 less its mean over the users (user rows) and over the real
+      items (item rows).
+    - ``gtc_tc_normalize`` and ``gtc_tc_temperature``: L2-normalised views and scaled scores
+      in L_CON (Symile's practice; the paper's raw h grows without bound with the norms).
+    - Ablations (Table 3): ``gtc_denoise``, ``gtc_alignment``, ``gtc_fusion``; "Base w/ DN" and
+      "Base w/ TC" keep Base's concatenation (each adds one part to Base), although Sec. 4.3
+      also calls Base w/ TC "GTC removing denoising".
 """
 
 from __future__ import annotations
@@ -121,6 +102,7 @@ CHOICES = {
     "gtc_denoiser_losses": ("gen", "all"),
     "gtc_tc_denominator": ("negatives", "all"),
     "gtc_fusion_scale": ("match", "mean", "raw"),
+    "gtc_fusion_gate": ("softmax", "two_way"),
 }
 
 
@@ -157,11 +139,14 @@ class GTC(MultimodalGeneralRecommender):
         self.tc_normalize = config["gtc_tc_normalize"]
         self.tc_include_positive = config["gtc_tc_denominator"] == "all"
         self.fusion_scale = config["gtc_fusion_scale"]
+        # A configuration saved before the key existed ran the two-way gate.
+        self.fusion_gate = config["gtc_fusion_gate"] or "two_way"
         self.center_content = config["gtc_center_content"]
         self.clip_x0 = config["gtc_clip_x0"]
         self.standardize = config["gtc_standardize"]
         self.prediction = config["gtc_prediction"]
         self.denoiser_losses = config["gtc_denoiser_losses"]
+        self.gen_detach_content = config["gtc_gen_detach_content"]
         self.seed = config["seed"]
         n_steps = config["diffusion_steps"]
         self._validate(config, n_steps)
@@ -192,9 +177,11 @@ class GTC(MultimodalGeneralRecommender):
         self.log_fusion_temperature = nn.Parameter(
             torch.tensor(math.log(config["gtc_fusion_temperature"]))
         )
-        # Eq. 10's second option ("no content") has a learnable logit (gtc_fusion_offset at the
-        # start): the gate can close for every node when the content does not help the ranking.
-        self.fusion_offset = nn.Parameter(torch.tensor(float(config["gtc_fusion_offset"])))
+        if self.fusion_gate == "two_way":
+            # Ours: a second option of Eq. 10 ("no content") with a learnable logit
+            # (gtc_fusion_offset at the start), so that the gate can close. Registered only
+            # then: a parameter without gradient would stop DistributedDataParallel.
+            self.fusion_offset = nn.Parameter(torch.tensor(float(config["gtc_fusion_offset"])))
         self.bpr_loss = BPRLoss()
         self.reg_loss = EmbLoss(norm=2)
         self._eval_cache: torch.Tensor | None = None
@@ -206,10 +193,9 @@ class GTC(MultimodalGeneralRecommender):
     # -- configuration --------------------------------------------------------------------
     def _validate(self, config, n_steps) -> None:
         for key, allowed in CHOICES.items():
-            if config[key] not in allowed:
-                raise ValueError(
-                    f"{key} = {config[key]!r} is not one of {allowed}; set one of them."
-                )
+            value = self.fusion_gate if key == "gtc_fusion_gate" else config[key]
+            if value not in allowed:
+                raise ValueError(f"{key} = {value!r} is not one of {allowed}; set one of them.")
         if not isinstance(n_steps, int) or n_steps < 1:
             raise ValueError(
                 f"diffusion_steps = {n_steps!r}: the number of diffusion steps T must be an "
@@ -319,7 +305,7 @@ class GTC(MultimodalGeneralRecommender):
         fused = contents[0]
         for content in contents[1:]:
             fused = fused * content  # C_f = V_bar * T_bar
-        cosine = F.cosine_similarity(s, fused, dim=-1)  # [N]
+        cosine = F.cosine_similarity(s, fused, dim=-1)  # [N], before any rescaling
         if self.fusion_scale != "raw":
             # The content sets a direction, never the scale: C_f takes S's norm node by node
             # ('match'), or the mean norm of S over every node ('mean'), which leaves the
@@ -329,9 +315,14 @@ class GTC(MultimodalGeneralRecommender):
             else:
                 target = self._mean_norm(s) if s_mean_norm is None else s_mean_norm
             fused = fused * (target / fused.norm(dim=-1, keepdim=True).clamp(min=1e-12))
-        # Eq. 10 as a two-way softmax over {use C_f: cos / tau, not: fusion_offset}.
-        alpha = torch.sigmoid(cosine / self.log_fusion_temperature.exp() - self.fusion_offset)
-        return s + alpha[:, None] * fused  # S_bar = S + S_f
+        logit = cosine / self.log_fusion_temperature.exp()  # cos(S, C_f) / tau
+        if self.fusion_gate == "softmax":
+            # Eq. 10 as printed: a softmax over the one similarity of the node, identically 1.
+            alpha = torch.softmax(logit[:, None], dim=-1)  # [N, 1]
+        else:
+            # 'two_way' (ours): a softmax over {use C_f: cos / tau, not: fusion_offset}.
+            alpha = torch.sigmoid(logit - self.fusion_offset)[:, None]
+        return s + alpha * fused  # S_bar = S + S_f
 
     def _mean_norm(self, s_all) -> torch.Tensor:
         """Mean row norm of ``S`` over every real node (padding item left out), detached."""
@@ -409,7 +400,9 @@ class GTC(MultimodalGeneralRecommender):
             for name, c0, (scale, _) in zip(self.modalities, contents_b, stats):
                 t = self.schedule.sample_timesteps(c0.shape[0])
                 eps = torch.randn_like(c0)
-                target = c0.detach() / scale
+                # The paper lets L_GEN train the content encoders through C_t (with a noise
+                # start, the generation never reads C_0: this is their only path to the loss).
+                target = (c0.detach() if self.gen_detach_content else c0) / scale
                 c_t = self.schedule.q_sample(target, t, eps)  # Eq. 3
                 if self.prediction == "eps":
                     target = eps  # Eq. 4
