@@ -152,11 +152,15 @@ class ItemSubsetCollector(Collector):
     item is in ``keep``: a user's ground truth becomes its held-out items of the subset, and
     users without one are left out. Every item stays a candidate, as in the overall ranking.
 
+    With ``candidates`` (``[n_items]`` bool), only those items are ranked: the others score
+    ``-inf`` (e.g. the rank of a new item among the new items only).
+
     Counts the pairs (``n_pairs``) and users (``n_users``) it kept.
     """
 
-    def __init__(self, config, keep: torch.Tensor):
+    def __init__(self, config, keep: torch.Tensor, candidates: torch.Tensor | None = None):
         super().__init__(config)
+        self.candidates = candidates
         if config["eval_type"].name != "RANKING":
             raise ValueError(
                 f"{LONG_TAIL_KEY}: subset metrics need ranking metrics, not {config['metrics']}"
@@ -172,13 +176,16 @@ class ItemSubsetCollector(Collector):
         rows, new_u = torch.unique(positive_u[inside], return_inverse=True)
         self.n_pairs += int(inside.sum())
         self.n_users += len(rows)
-        super().eval_batch_collect(
-            scores_tensor[rows], interaction[rows.cpu()], new_u, positive_i[inside]
-        )
+        scores = scores_tensor[rows]
+        if self.candidates is not None:
+            scores[:, ~self.candidates.to(scores.device)] = float("-inf")
+        super().eval_batch_collect(scores, interaction[rows.cpu()], new_u, positive_i[inside])
 
 
 @torch.no_grad()
-def evaluate_item_subset(trainer, eval_data, keep: torch.Tensor) -> dict:
+def evaluate_item_subset(
+    trainer, eval_data, keep: torch.Tensor, candidates: torch.Tensor | None = None
+) -> dict:
     """RecBole's metrics of ``trainer.model`` as it is now, over the held-out pairs of
     ``eval_data`` whose item is in ``keep``.
 
@@ -189,13 +196,14 @@ def evaluate_item_subset(trainer, eval_data, keep: torch.Tensor) -> dict:
     Args:
         trainer: a RecBole trainer (``config``, ``model``, ``eval_collector``, ``evaluate``).
         eval_data: a validation or test loader.
-        keep: ``[n_items]`` bool.
+        keep: ``[n_items]`` bool: the held-out pairs of these items are the ground truth.
+        candidates: ``[n_items]`` bool: rank among these items only (default: every item).
 
     Returns:
         ``{"result": {metric: value}, "n_pairs", "n_users"}``; every value is NaN when no pair
         is in the subset.
     """
-    collector = ItemSubsetCollector(trainer.config, keep)
+    collector = ItemSubsetCollector(trainer.config, keep, candidates)
     for fact in _TRAINING_FACTS:
         if fact in trainer.eval_collector.data_struct:
             collector.data_struct.set(fact, trainer.eval_collector.data_struct.get(fact))
@@ -227,3 +235,18 @@ def evaluate_long_tail(trainer, train_data, eval_data, max_interactions: int = 5
     """
     keep = long_tail_mask(train_data._dataset, max_interactions)
     return {"max_interactions": max_interactions, **evaluate_item_subset(trainer, eval_data, keep)}
+
+
+def evaluate_new_items(trainer, eval_data) -> dict:
+    """RecBole's metrics over the held-out pairs of the new items of a strict new-item split
+    (:mod:`recbole_mm.data.new_items`; the loader's dataset carries ``new_items``), ranked
+    among all items and among the new items only.
+
+    Returns:
+        ``{"all": {"result", "n_pairs", "n_users"}, "new": {...}}``.
+    """
+    new = eval_data._dataset.new_items
+    return {
+        "all": evaluate_item_subset(trainer, eval_data, new),
+        "new": evaluate_item_subset(trainer, eval_data, new, candidates=new),
+    }

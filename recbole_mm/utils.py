@@ -120,9 +120,15 @@ def size_full_sort_batches(config, dataset) -> None:
 
 def data_preparation(config, dataset):
     """RecBole's split and dataloaders, refusing splits left empty by the protocol; full-sort
-    evaluation batches are sized in users (:func:`size_full_sort_batches`)."""
+    evaluation batches are sized in users (:func:`size_full_sort_batches`). With
+    ``new_item_ratio`` the split is the strict new-item split (:mod:`recbole_mm.data.new_items`)."""
     size_full_sort_batches(config, dataset)
-    train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
+    if config["new_item_ratio"] is not None:  # the strict new-item split (data/new_items.py)
+        from recbole_mm.data.new_items import new_item_data_preparation
+
+        train_data, valid_data, test_data = new_item_data_preparation(config, dataset)
+    else:
+        train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
     for phase, loader in (("train", train_data), ("valid", valid_data), ("test", test_data)):
         if len(loader._dataset) == 0:
             raise ValueError(

@@ -106,6 +106,8 @@ def measure_run(
     long_tail = (
         _long_tail(config, trainer, train_data, valid_data, test_data) if test_result else {}
     )
+    if test_result and config["new_item_ratio"] is not None:
+        long_tail.update(_new_items(config, trainer, valid_data, test_data))
     return {
         "model": model,
         "dataset": dataset,
@@ -160,3 +162,17 @@ def _long_tail(config, trainer, train_data, valid_data, test_data) -> dict:
         "tail_pairs": {"valid": valid["n_pairs"], "test": test["n_pairs"]},
         "tail_users": {"valid": valid["n_users"], "test": test["n_users"]},
     }
+
+
+def _new_items(config, trainer, valid_data, test_data) -> dict:
+    """RecBole's metrics of the selected model on the new items of a strict new-item split
+    (``new_item_ratio``), ranked among all items and among the new items only."""
+    from recbole_mm.evaluation import evaluate_new_items
+
+    out = {"new_item_ratio": config["new_item_ratio"], "new_item_pairs": {}}
+    for part, loader in (("valid", valid_data), ("test", test_data)):
+        report = evaluate_new_items(trainer, loader)
+        out[f"{part}_new_all_result"] = report["all"]["result"]
+        out[f"{part}_new_new_result"] = report["new"]["result"]
+        out["new_item_pairs"][part] = report["all"]["n_pairs"]
+    return out

@@ -97,6 +97,8 @@ def summarise(runs: Sequence[dict]) -> list[dict]:
             ("valid", "best_valid_result"),
             ("test_tail", "test_tail_result"),
             ("valid_tail", "valid_tail_result"),
+            ("test_new_all", "test_new_all_result"),
+            ("test_new_new", "test_new_new_result"),
         ):
             metrics = list(dict.fromkeys(m for r in ok for m in r.get(key, {})))
             entry[part] = {
@@ -154,6 +156,10 @@ def markdown_table(rows: Sequence[dict]) -> str:
     if tail:
         metric = one_valid or "valid metric"
         header += [f"test {metric} {tail}", f"valid {metric} {tail}", f"test pairs {tail}"]
+    new_items = any(row.get("test_new_all") for row in rows)
+    if new_items:
+        metric = one_valid or "valid metric"
+        header += [f"test {metric} (new items among all)", f"test {metric} (new items among new)"]
     header += ["s/epoch", "eval s", "peak MB", *(["GPU MB"] if gpu else [])]
     header += ["#params", "epochs", "split"]
     table = []
@@ -170,6 +176,11 @@ def markdown_table(rows: Sequence[dict]) -> str:
                     _fmt(row[part].get(vm, (None, None)), 4) for part in ("test_tail", "valid_tail")
                 ]
                 cells += [_fmt(row["tail_pairs"], 0, thousands=True)]
+            if new_items:
+                cells += [
+                    _fmt(row[part].get(vm, (None, None)), 4)
+                    for part in ("test_new_all", "test_new_new")
+                ]
             cells += [_fmt(row["train_s_per_epoch"], 2), _fmt(row["valid_s_mean"], 2)]
             cells += [_fmt(row["peak_rss_mb"], 0, thousands=True)]
             cells += [_fmt(row["peak_gpu_mb"], 0, thousands=True)] if gpu else []
@@ -256,6 +267,8 @@ def write_csv(runs: Sequence[dict], path: Path) -> None:
     valid = list(dict.fromkeys(m for r in runs for m in r.get("best_valid_result", {})))
     tail = list(dict.fromkeys(m for r in runs for m in r.get("test_tail_result", {})))
     fields = [*CSV_FIXED, *(f"test_{m}" for m in test), *(f"valid_{m}" for m in valid)]
+    new_items = list(dict.fromkeys(m for r in runs for m in r.get("test_new_all_result", {})))
+    fields += [f"test_new_{c}_{m}" for c in ("all", "new") for m in new_items]
     if tail:
         fields += ["tail_pairs_test", "tail_pairs_valid"]
         fields += [f"{part}_tail_{m}" for part in ("test", "valid") for m in tail]
@@ -266,6 +279,8 @@ def write_csv(runs: Sequence[dict], path: Path) -> None:
             row = {key: run.get(key) for key in CSV_FIXED}
             row.update({f"test_{m}": v for m, v in run.get("test_result", {}).items()})
             row.update({f"valid_{m}": v for m, v in run.get("best_valid_result", {}).items()})
+            for key in ("test_new_all_result", "test_new_new_result"):
+                row.update({f"{key[:-7]}_{m}": v for m, v in run.get(key, {}).items()})
             for part in ("test", "valid"):
                 row[f"tail_pairs_{part}"] = run.get("tail_pairs", {}).get(part)
                 tail_result = run.get(f"{part}_tail_result", {})
