@@ -92,3 +92,30 @@ def test_weighted_sum_of_modality_graphs():
     torch.testing.assert_close(total.to_dense(), 0.1 * a.to_dense() + 0.9 * b.to_dense())
     with pytest.raises(ValueError, match="weights for"):
         weighted_graph_sum({"visual": a}, {"text": 1.0})
+
+
+def test_weighted_graph_keeps_the_similarities_and_passes_gradients():
+    x = _features().requires_grad_()
+    graph = knn_item_graph(x, k=4, weighted=True)
+    unit = x.detach() / x.detach().norm(dim=1, keepdim=True).clamp(min=1e-12)
+    sim = unit @ unit.T
+    sim[:, 0] = float("-inf")
+    top = sim[1:].topk(4, dim=1)
+    weights = torch.zeros(12, 12)
+    weights[1:].scatter_(1, top.indices, top.values.clamp(min=0))
+    inv = weights.sum(1).pow(-0.5)
+    inv[0] = 0
+    torch.testing.assert_close(graph.to_dense(), inv[:, None] * weights * inv[None, :])
+    torch.sparse.mm(graph, torch.randn(12, 3)).sum().backward()
+    assert x.grad is not None and x.grad[1:].abs().sum() > 0
+
+
+def test_weighted_sum_passes_gradients_to_tensor_weights():
+    a = knn_item_graph(_features(seed=1), k=3)
+    b = knn_item_graph(_features(seed=2), k=3)
+    alpha = torch.tensor([0.0, 0.0], requires_grad=True)
+    w = alpha.softmax(0)
+    total = weighted_graph_sum({"a": a, "b": b}, {"a": w[0], "b": w[1]})
+    torch.testing.assert_close(total.to_dense(), 0.5 * (a.to_dense() + b.to_dense()))
+    torch.sparse.mm(total, torch.randn(12, 2)).pow(2).sum().backward()
+    assert alpha.grad is not None and alpha.grad.abs().sum() > 0

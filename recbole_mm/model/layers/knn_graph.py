@@ -25,13 +25,15 @@ def knn_item_graph(
     *,
     k: int,
     padding_idx: int | None = 0,
+    weighted: bool = False,
     chunk_size: int = SIMILARITY_CHUNK,
 ) -> torch.Tensor:
     """The normalised kNN graph of ``features`` by cosine similarity, as a sparse COO tensor.
 
     1. ``S_ij = cos(x_i, x_j)`` (cosine similarity of the raw features);
     2. ``S_hat_ij = 1`` if ``j`` is among the ``k`` largest of row ``i``, else 0 (the row's own
-       item included: its similarity, 1, is the largest);
+       item included: its similarity, 1, is the largest); with ``weighted``, ``S_hat_ij`` keeps
+       the similarity itself, floored at 0 (LATTICE), and gradients reach ``features``;
     3. ``S_tilde = D^-1/2 S_hat D^-1/2`` with ``D`` the diagonal of ``S_hat``'s row sums.
 
     A row of zeros (an item without content) has similarity 0 to every item, so it still picks
@@ -42,6 +44,7 @@ def knn_item_graph(
         features: one modality's item features.
         k: neighbours kept per row; at most the number of non-padding items.
         padding_idx: a row left out of the graph, or None.
+        weighted: keep the similarities (differentiable) instead of ones (FREEDOM's frozen graph).
         chunk_size: rows of ``S`` computed at once (memory ``chunk_size x n_items``).
 
     Shapes:
@@ -58,25 +61,36 @@ def knn_item_graph(
     rows = torch.arange(n_items, device=features.device)
     if padding_idx is not None:
         rows = rows[rows != padding_idx]
-    neighbours = []
+    neighbours, similarities = [], []
     for start in range(0, len(rows), chunk_size):
         block = rows[start : start + chunk_size]
         similarity = unit[block] @ unit.T  # step 1, [chunk, n_items]
         if padding_idx is not None:
-            similarity[:, padding_idx] = float("-inf")
-        neighbours.append(similarity.topk(k, dim=1).indices)  # step 2, [chunk, k]
+            similarity = similarity.index_fill(
+                1, torch.tensor([padding_idx], device=features.device), float("-inf")
+            )
+        top = similarity.topk(k, dim=1)  # step 2, [chunk, k]
+        neighbours.append(top.indices)
+        similarities.append(top.values)
     cols = torch.cat(neighbours).reshape(-1)
     src = rows.repeat_interleave(k)
-    degree = torch.bincount(src, minlength=n_items).float()  # row sums of S_hat
-    inv_sqrt = degree.clamp(min=1).pow(-0.5)
-    values = inv_sqrt[src] * inv_sqrt[cols]  # step 3
+    if weighted:
+        edge = torch.cat(similarities).reshape(-1).clamp(min=0)
+    else:
+        edge = torch.ones(len(src), device=features.device)
+    degree = torch.zeros(n_items, device=features.device).index_add(0, src, edge)  # row sums
+    inv_sqrt = torch.where(degree > 0, degree, torch.ones_like(degree)).pow(-0.5) * (degree > 0)
+    values = inv_sqrt[src] * edge * inv_sqrt[cols]  # step 3
     return torch.sparse_coo_tensor(
         torch.stack([src, cols]), values, (n_items, n_items), check_invariants=True
     ).coalesce()
 
 
-def weighted_graph_sum(graphs: Mapping[str, torch.Tensor], weights: Mapping[str, float]):
+def weighted_graph_sum(graphs: Mapping[str, torch.Tensor], weights: Mapping) -> torch.Tensor:
     """``S = sum_m alpha_m S_m``: the modalities' item graphs summed with their weights.
+
+    Weights may be numbers or 0-d tensors; gradients reach tensor weights and the graphs' values
+    (LATTICE learns both).
 
     Args:
         graphs: ``{modality: [n, n] sparse graph}``.
@@ -89,8 +103,9 @@ def weighted_graph_sum(graphs: Mapping[str, torch.Tensor], weights: Mapping[str,
         raise ValueError("weighted_graph_sum needs at least one graph")
     if set(graphs) != set(weights):
         raise ValueError(f"weights for {sorted(weights)} but graphs for {sorted(graphs)}")
-    total = None
-    for name, graph in graphs.items():
-        term = graph * float(weights[name])
-        total = term if total is None else total + term
-    return total.coalesce()
+    parts = [graph.coalesce() for graph in graphs.values()]
+    indices = torch.cat([graph.indices() for graph in parts], dim=1)
+    values = torch.cat([graph.values() * weights[name] for name, graph in zip(graphs, parts)])
+    return torch.sparse_coo_tensor(
+        indices, values, parts[0].shape, check_invariants=False
+    ).coalesce()  # the indices come from valid graphs
