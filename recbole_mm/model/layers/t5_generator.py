@@ -110,6 +110,14 @@ class TrieLogitsProcessor:
         return scores + mask
 
 
+def count_parameters(**kwargs) -> int:
+    """Parameters of the :class:`CodeGenerator` built with ``kwargs``, counted on the ``meta``
+    device (no memory is allocated and no weight is initialised)."""
+    with torch.device("meta"):
+        generator = CodeGenerator(**kwargs)
+    return sum(p.numel() for p in generator.parameters())
+
+
 def _left_align(tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Move the padding of right-padded rows to the left, keeping token order."""
     order = torch.argsort(mask.long(), dim=1, stable=True)  # pads (0) first, then tokens

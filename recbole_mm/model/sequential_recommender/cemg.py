@@ -19,9 +19,10 @@ Deviations:
       ``e^c_i + sum_m alpha_m e^m_i``: the weights are pushed towards the modality that predicts
       the user's interactions given the item's collaborative context, the paper's stated
       hypothesis. They are frozen afterwards, so the RQ-VAE cannot move its own target x_i.
-    - ``d`` is 64 by default (768 in the paper, above ml-100k-mm's 64-d kg features); each
-      PCA-reduced modality and each half of x_i is scaled to unit root-mean-square row norm so
-      that neither modality nor the collaborative half dominates by scale.
+    - A modality narrower than ``d`` (768, the paper's; ml-100k-mm's kg is 64-d, MiniLM text
+      384-d) keeps all its principal components, zero-padded to ``d``. Each PCA-reduced
+      modality and each half of x_i is scaled to unit root-mean-square row norm so that neither
+      modality nor the collaborative half dominates by scale.
     - Eq. 4's quantisation term is the codebook term plus lambda_q (``rq_commitment_weight``) x
       the commitment term (TIGER, LETTER). The diversity loss (the paper cites [12] without a formula) is the
       normalised negative entropy of the batch-averaged soft code assignment per level
@@ -31,10 +32,14 @@ Deviations:
       sharing all codes to the nearest last-level code that is free under its prefix (LETTER
       resolves collisions on the last level); ``append`` adds TIGER's extra level instead.
     - The prompt is the last ``history_length`` items (20, as LETTER); the paper sets no limit.
-    - Without a local checkpoint (``t5_checkpoint``) the T5 is trained from scratch (LETTER-TIGER's
-      setting); "w/o LLM" (``generator_backbone: decoder``) is then a GPT-2-style decoder-only
+    - The paper fine-tunes a pretrained T5 of unstated size; none ships and nothing is
+      downloaded, so without a local checkpoint (``t5_checkpoint``) a T5 of t5-base's shape
+      (d_model 768 = the paper's d, 12 + 12 layers) is trained from scratch (LETTER-TIGER's
+      setting). "w/o LLM" (``generator_backbone: decoder``) is a GPT-2-style decoder-only
       Transformer with ``decoder_only_layers`` blocks (6, the paper's "standard 6-layer
-      Transformer decoder"), so the ablation compares architectures, not pre-training.
+      Transformer decoder") at the T5's widths; it must have fewer parameters than the T5 it
+      replaces (as the paper's replaces an LLM), else the model refuses it, naming the number
+      of layers that fits. Without pre-training the ablation compares sizes and architectures.
     - Sequential full ranking in RecBole masks no item; beam search excludes none either. A row
       with fewer than ``max(topk)`` generated items (and not every item) is refused rather than
       left to RecBole's ``-inf`` tie order (``ranking_scores``); ``beam_size`` defaults to
@@ -65,7 +70,7 @@ from recbole_mm.model.layers.quantizer import (
     mlp,
     reassign_last_level,
 )
-from recbole_mm.model.layers.t5_generator import CodeGenerator
+from recbole_mm.model.layers.t5_generator import CodeGenerator, count_parameters
 
 ROLES = ("visual", "textual")
 COLLISION_POLICIES = ("reassign", "append")
@@ -176,18 +181,23 @@ class CEMG(SemanticIdRecommender, MultimodalSequentialRecommender):
         self.rq_decoder = mlp([latent, *hidden[::-1], x_dim])
         code_levels = self.n_levels + int(self.collision_policy == "append")
         self.vocab_sizes = [self.codebook_size] * code_levels
-        self.generator = CodeGenerator(
-            backbone=config["generator_backbone"],
+        sizes = dict(
             vocab_sizes=self.vocab_sizes,
             d_model=config["t5_d_model"],
             d_ff=config["t5_d_ff"],
+            n_heads=config["t5_heads"],
+            dropout=config["t5_dropout"],
+            max_prompt_tokens=self.history_length * code_levels,
+        )
+        if config["generator_backbone"] == "decoder":
+            self._check_smaller_than_t5(config, sizes)
+        self.generator = CodeGenerator(
+            backbone=config["generator_backbone"],
             n_layers=config[
                 "t5_layers" if config["generator_backbone"] == "t5" else "decoder_only_layers"
             ],
-            n_heads=config["t5_heads"],
-            dropout=config["t5_dropout"],
             checkpoint=config["t5_checkpoint"],
-            max_prompt_tokens=self.history_length * code_levels,
+            **sizes,
         )
         # Item codes [n_items, L], saved with the model; until the tokenizer stage assigns them,
         # each item's id written in base K (unique and valid, so the generator runs from the start).
@@ -229,14 +239,39 @@ class CEMG(SemanticIdRecommender, MultimodalSequentialRecommender):
             if config[key] < 1:
                 raise ValueError(f"CEMG: {key} = {config[key]} must be >= 1.")
 
-    def _reduce(self, features: torch.Tensor) -> torch.Tensor:
-        """PCA to ``d`` fitted on the real items (row 0 is padding), unit RMS row norm."""
-        if self.dim > min(features.shape[0] - 1, features.shape[1]):
+    @staticmethod
+    def _check_smaller_than_t5(config, sizes: dict) -> None:
+        """ "w/o LLM" replaces the LLM with a smaller Transformer trained from scratch (Sec. 4.3:
+        a 6-layer decoder in place of the LLM); a decoder at least as large as the T5 it
+        replaces would invert the ablation."""
+        decoder = count_parameters(
+            backbone="decoder", n_layers=config["decoder_only_layers"], **sizes
+        )
+        t5 = count_parameters(backbone="t5", n_layers=config["t5_layers"], **sizes)
+        if decoder >= t5:
+            fits = [
+                n
+                for n in range(1, config["decoder_only_layers"])
+                if count_parameters(backbone="decoder", n_layers=n, **sizes) < t5
+            ]
+            hint = f"decoder_only_layers <= {fits[-1]}" if fits else "a larger T5 (t5_layers)"
             raise ValueError(
-                f"embedding_size = {self.dim} exceeds what PCA can keep from a "
-                f"{features.shape[0] - 1} x {features.shape[1]} modality; lower embedding_size."
+                f"generator_backbone = 'decoder' (\"w/o LLM\") with decoder_only_layers = "
+                f"{config['decoder_only_layers']} has {decoder:,} parameters, not fewer than the "
+                f"{t5:,} of the T5 it replaces (t5_layers = {config['t5_layers']}, t5_d_model = "
+                f"{config['t5_d_model']}): the ablation would be larger than the model. Use "
+                f"{hint}."
             )
-        reduced = PCA(n_components=self.dim).fit_transform(features[1:])
+
+    def _reduce(self, features: torch.Tensor) -> torch.Tensor:
+        """PCA to ``d`` fitted on the real items (row 0 is padding), unit RMS row norm.
+
+        A modality with fewer than ``d`` dimensions (or items) keeps all its principal
+        components, zero-padded to ``d`` (the paper's d = 768 exceeds MiniLM's 384-d text).
+        """
+        keep = min(self.dim, features.shape[0] - 1, features.shape[1])
+        reduced = PCA(n_components=keep).fit_transform(features[1:])
+        reduced = F.pad(reduced, (0, self.dim - keep))
         reduced = reduced / reduced.pow(2).sum(1).mean().sqrt().clamp_min(1e-12)
         return torch.cat([reduced.new_zeros(1, self.dim), reduced])
 
