@@ -120,6 +120,19 @@ def test_evaluation_is_seeded_cached_and_recomputed_after_training(tiny):
     assert model.balance_scores[-1] == pytest.approx(expected)
 
 
+def test_evaluation_views_with_the_bound_denoiser_equal_the_plain_ones(tiny):
+    """Evaluation (no autograd) samples through MLPUNetDenoiser.bind: the same views as the
+    plain calls of training mode's closure, from the same seeded noise."""
+    config, train, _ = tiny
+    model = _model(config, train).eval()
+    with torch.no_grad():
+        fast = model.evaluation_views()[2]
+    with torch.enable_grad():
+        plain = model.evaluation_views()[2]
+    for a, b in zip(fast, plain):
+        torch.testing.assert_close(a, b.detach(), rtol=1e-4, atol=1e-5)
+
+
 def test_modality_balance_score_by_hand():
     """1 - (max_m cos - min_m cos), averaged over rows: 1 when every view agrees, -1 when the
     fused row points along one view and against another."""

@@ -279,6 +279,10 @@ class GTC(MultimodalGeneralRecommender):
 
             def denoise(x, t):
                 return torch.func.functional_call(denoiser, frozen, (x, t, s))
+        elif not torch.is_grad_enabled():
+            # Evaluation: S's part of the first layer and one timestep embedding per step are
+            # computed once (the same function; issue "Paper settings at the speed ...").
+            denoise = denoiser.bind(s)
         else:
 
             def denoise(x, t):

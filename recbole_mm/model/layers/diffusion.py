@@ -24,6 +24,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 SCHEDULE_KINDS = ("linear", "truncated_linear")
@@ -379,6 +380,35 @@ class MLPUNetDenoiser(nn.Module):
         embedding = self.time_mlp(timestep_embedding(t, self.time_dim).to(x_t.dtype))  # [N, dt]
         parts = [x_t, embedding] if cond is None else [x_t, cond, embedding]
         skip = self.act(self.down1(torch.cat(parts, dim=-1)))  # [N, h]
+        return self._up(skip)
+
+    def _up(self, skip: Tensor) -> Tensor:
         h = self.act(self.down2(skip))  # [N, h/2]
         h = self.act(self.up1(h))  # [N, h]
         return self.out(torch.cat([h, skip], dim=-1))  # [N, dim]
+
+    def bind(self, cond: Tensor | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+        """``denoise(x_t, t)`` for a sampler that calls the network many times with one ``cond``.
+
+        The same function as :meth:`forward` (equal up to the order of float additions), with
+        the first layer split by input block: ``cond``'s part is computed once, and the timestep
+        embedding once per distinct ``t`` of a call (a sampler's step has one) instead of once
+        per row.
+
+        Shapes:
+            cond: ``[N, cond_dim]``; the returned function takes ``x_t [N, dim]``, ``t [N]``.
+        """
+        dim = self.out.out_features
+        w_x, w_c, w_t = self.down1.weight.split([dim, self.cond_dim, self.time_dim], dim=1)
+        base = self.down1.bias if cond is None else F.linear(cond, w_c, self.down1.bias)
+
+        def denoise(x_t: Tensor, t: Tensor) -> Tensor:
+            steps, rows = torch.unique(t, return_inverse=True)  # a sampler step: one value
+            embedding = self.time_mlp(timestep_embedding(steps, self.time_dim).to(x_t.dtype))
+            time_part = F.linear(embedding, w_t)  # [distinct t, h]
+            if steps.numel() > 1:
+                time_part = time_part[rows]  # [N, h]
+            skip = self.act(F.linear(x_t, w_x) + base + time_part)  # [N, h]
+            return self._up(skip)
+
+        return denoise
