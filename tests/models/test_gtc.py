@@ -133,6 +133,24 @@ def test_evaluation_views_with_the_bound_denoiser_equal_the_plain_ones(tiny):
         torch.testing.assert_close(a, b.detach(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("start", ["noise", "content"])
+def test_only_the_content_start_reads_an_items_features_at_evaluation(tiny_root, start):
+    """With the paper's noise start the generated views are a function of S and the sampler's
+    noise: replacing every item's features leaves the scores exactly as they were, so the
+    content acts only through the weights it trained (L_GEN), never through an item's own
+    features at inference. The content start (ours) reads them."""
+    config, train, test = _data(tiny_root, gtc_sample_start=start)
+    model = _model(config, train).eval()
+    interaction = next(iter(test))[0]
+    with torch.no_grad():
+        before = model.full_sort_predict(interaction)
+        for name in model.modalities:
+            model.features[name] = model.features[name].flip(0)  # another item's row
+        model.eval()  # drop the cached representations
+        after = model.full_sort_predict(interaction)
+    assert torch.equal(before, after) == (start == "noise")
+
+
 def test_modality_balance_score_by_hand():
     """1 - (max_m cos - min_m cos), averaged over rows: 1 when every view agrees, -1 when the
     fused row points along one view and against another."""
