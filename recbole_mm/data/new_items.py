@@ -171,8 +171,14 @@ def new_item_split(config, dataset) -> tuple[list, np.ndarray]:
         labels = sequential_split_labels(users, targets, history[:, 0], is_new, seed=config["seed"])
     else:
         is_new = choose_new_items(targets, dataset.item_num, ratio, config["seed"])
-        split = (config["eval_args"] or {}).get("split") or {}
-        ratios = split.get("RS", [0.8, 0.1, 0.1])
+        split = (config["eval_args"] or {}).get("split") or {"RS": [0.8, 0.1, 0.1]}
+        if "RS" not in split:
+            raise ValueError(
+                f"{NEW_ITEM_KEY} = {ratio} splits the other interactions of a general model at "
+                f"random by eval_args.split.RS, but eval_args.split = {split}: use RecBole's "
+                f"default split (python -m recbole_mm.benchmark --protocol=dataset)."
+            )
+        ratios = split["RS"]
         labels = general_split_labels(users, targets, is_new, seed=config["seed"], ratios=ratios)
     datasets = [
         dataset.copy(inter[torch.from_numpy(np.flatnonzero(labels == k))]) for k in (0, 1, 2)

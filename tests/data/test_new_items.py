@@ -143,3 +143,13 @@ def test_the_benchmark_reports_new_items_among_all_and_among_new(tiny_root, run_
     assert "test ndcg@5 (new items among new)" in header
     write_csv([record], run_in_tmp / "r.csv")
     assert "test_new_new_ndcg@5" in (run_in_tmp / "r.csv").read_text().splitlines()[0]
+
+
+def test_a_general_model_under_leave_one_out_is_refused(tiny_root):
+    with pytest.raises(ValueError, match="eval_args.split.RS"):
+        tiny_splits(
+            tiny_root,
+            "BPR",
+            new_item_ratio=0.2,
+            eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
+        )
