@@ -11,6 +11,7 @@ from recbole_mm.model.layers.t5_generator import (
     CodeGenerator,
     CodeTokens,
     code_token_names,
+    count_parameters,
 )
 
 VOCAB = [4, 3, 3]
@@ -153,3 +154,15 @@ def test_checkpoint_start_and_bad_checkpoint(tmp_path):
         )
     with pytest.raises(ValueError, match="backbone"):
         CodeGenerator(backbone="gpt", vocab_sizes=[2], d_model=8, d_ff=8, n_layers=1, n_heads=1)
+
+
+@pytest.mark.parametrize("backbone", ["t5", "decoder"])
+def test_count_parameters_matches_a_built_generator(backbone):
+    """Counted on the meta device, equal to the real build's count (CEMG's "w/o LLM" rule)."""
+    built = tiny_code_generator(backbone, [5, 3])
+    sizes = dict(
+        vocab_sizes=[5, 3], d_model=8, d_ff=16, n_heads=2, dropout=0.0, max_prompt_tokens=24
+    )
+    counted = count_parameters(backbone=backbone, n_layers=1, **sizes)
+    assert counted == sum(p.numel() for p in built.parameters())
+    assert count_parameters(backbone=backbone, n_layers=2, **sizes) > counted
