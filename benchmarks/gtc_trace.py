@@ -34,14 +34,15 @@ def gate_report(model) -> dict:
     c_f = views[0]
     for view in views[1:]:
         c_f = c_f * view
-    cosine = F.cosine_similarity(s, c_f, dim=-1)
-    alpha = torch.sigmoid(cosine / model.log_fusion_temperature.exp() - model.fusion_offset)
-    return {
-        "c_f_norm": round(float(c_f.norm(dim=-1).mean()), 4),
-        "alpha": round(float(alpha.mean()), 4),
-        "tau": round(float(model.log_fusion_temperature.exp()), 4),
-        "offset": round(float(model.fusion_offset), 4),
-    }
+    report = {"c_f_norm": round(float(c_f.norm(dim=-1).mean()), 4)}
+    if model.fusion_gate == "two_way":
+        cosine = F.cosine_similarity(s, c_f, dim=-1)
+        tau = model.log_fusion_temperature.exp()
+        alpha = torch.sigmoid(cosine / tau - model.fusion_offset)
+        report.update(alpha=alpha.mean(), tau=tau, offset=model.fusion_offset)
+    else:  # Eq. 10 as printed: the softmax over one option is 1
+        report.update(alpha=1.0)
+    return {k: round(float(v), 4) for k, v in report.items()}
 
 
 def main(argv=None) -> None:

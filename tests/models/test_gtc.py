@@ -516,3 +516,36 @@ def test_mean_fusion_scale_gives_every_node_the_mean_norm_of_s(tiny_root):
     batch = torch.tensor([0, 3, model.n_users + 2])
     fused_batch = model._fuse(s[batch], [v[batch] for v in views], s_mean_norm=mean_norm)
     torch.testing.assert_close(fused_batch, fused[batch])
+
+
+def _benchmark_script(name):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "benchmarks"
+    sys.path.insert(0, str(folder))  # gtc_trace imports gtc_diagnose as a sibling script
+    try:
+        spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+    return module
+
+
+@pytest.mark.parametrize("gate", ["softmax", "two_way"])
+def test_diagnosis_scripts_report_the_fused_content(tiny_root, gate):
+    """gtc_diagnose's report: C_f's norm is that of the fused content added to S, and the
+    scores' correlation with S's scores is below 1 when the content adds something;
+    gtc_trace's gate is 1 for Eq. 10 as printed."""
+    config, train, _ = _data(tiny_root, gtc_fusion_gate=gate)
+    model = _model(config, train)
+    report = _benchmark_script("gtc_diagnose").generation_report(model)
+    with torch.no_grad():
+        s, _, views = model.evaluation_views()
+        added = (model._fuse(s, views) - s)[model.n_users + 1 :]
+    assert report["fused"]["c_f_norm"] == pytest.approx(float(added.norm(dim=-1).mean()), abs=1e-4)
+    assert -1.0 <= report["fused"]["score_corr_with_s"] < 1.0
+    gates = _benchmark_script("gtc_trace").gate_report(model)
+    assert (gates["alpha"] == 1.0) == (gate == "softmax")
