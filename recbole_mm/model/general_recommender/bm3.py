@@ -63,15 +63,15 @@ class BM3(MultimodalGeneralRecommender):
         self.dropout_prob = config["dropout_prob"]
         self.reg_weight = config["reg_weight"]
         self.cl_weight = config["cl_weight"]
-        for key, value, ok in (
-            ("embedding_size", self.embedding_size, self.embedding_size > 0),
-            ("n_layers", self.n_layers, self.n_layers >= 0),
-            ("dropout_prob", self.dropout_prob, 0 <= self.dropout_prob < 1),
-            ("reg_weight", self.reg_weight, self.reg_weight >= 0),
-            ("cl_weight", self.cl_weight, self.cl_weight >= 0),
-        ):
-            if not ok:
-                raise ValueError(f"{key} = {value} is out of range; see properties/model/BM3.yaml")
+        self.check_ranges(
+            (
+                ("embedding_size", self.embedding_size, self.embedding_size > 0, "> 0"),
+                ("n_layers", self.n_layers, self.n_layers >= 0, ">= 0"),
+                ("dropout_prob", self.dropout_prob, 0 <= self.dropout_prob < 1, "in [0, 1)"),
+                ("reg_weight", self.reg_weight, self.reg_weight >= 0, ">= 0"),
+                ("cl_weight", self.cl_weight, self.cl_weight >= 0, ">= 0"),
+            )
+        )
 
         # define layers
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)

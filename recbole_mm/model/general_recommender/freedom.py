@@ -74,18 +74,16 @@ class FREEDOM(MultimodalGeneralRecommender):
         self.image_weight = config["mm_image_weight"]
         self.prune_ratio = config["edge_prune_ratio"]
         self.modal_bpr_weight = config["modal_bpr_weight"]
-        for key, value, ok in (
-            ("embedding_size", self.embedding_size, self.embedding_size > 0),
-            ("n_layers", self.n_layers, self.n_layers >= 0),
-            ("n_mm_layers", self.n_mm_layers, self.n_mm_layers >= 0),
-            ("mm_image_weight", self.image_weight, 0 <= self.image_weight <= 1),
-            ("edge_prune_ratio", self.prune_ratio, 0 <= self.prune_ratio < 1),
-            ("modal_bpr_weight", self.modal_bpr_weight, self.modal_bpr_weight >= 0),
-        ):
-            if not ok:
-                raise ValueError(
-                    f"{key} = {value} is out of range; see properties/model/FREEDOM.yaml"
-                )
+        self.check_ranges(
+            (
+                ("embedding_size", self.embedding_size, self.embedding_size > 0, "> 0"),
+                ("n_layers", self.n_layers, self.n_layers >= 0, ">= 0"),
+                ("n_mm_layers", self.n_mm_layers, self.n_mm_layers >= 0, ">= 0"),
+                ("mm_image_weight", self.image_weight, 0 <= self.image_weight <= 1, "in [0, 1]"),
+                ("edge_prune_ratio", self.prune_ratio, 0 <= self.prune_ratio < 1, "in [0, 1)"),
+                ("modal_bpr_weight", self.modal_bpr_weight, self.modal_bpr_weight >= 0, ">= 0"),
+            )
+        )
 
         # the frozen item-item graph (I1)-(I4), built once from the features as loaded
         tags = role_tags(config["modalities"])

@@ -56,17 +56,15 @@ class LATTICE(MultimodalGeneralRecommender):
         self.knn_k = config["knn_k"]
         self.lambda_coeff = config["lambda_coeff"]
         self.reg_weight = config["reg_weight"]
-        for key, value, ok in (
-            ("embedding_size", self.embedding_size, self.embedding_size > 0),
-            ("n_layers", self.n_layers, self.n_layers >= 0),
-            ("n_mm_layers", self.n_mm_layers, self.n_mm_layers >= 0),
-            ("lambda_coeff", self.lambda_coeff, 0 <= self.lambda_coeff <= 1),
-            ("reg_weight", self.reg_weight, self.reg_weight >= 0),
-        ):
-            if not ok:
-                raise ValueError(
-                    f"{key} = {value} is out of range; see properties/model/LATTICE.yaml"
-                )
+        self.check_ranges(
+            (
+                ("embedding_size", self.embedding_size, self.embedding_size > 0, "> 0"),
+                ("n_layers", self.n_layers, self.n_layers >= 0, ">= 0"),
+                ("n_mm_layers", self.n_mm_layers, self.n_mm_layers >= 0, ">= 0"),
+                ("lambda_coeff", self.lambda_coeff, 0 <= self.lambda_coeff <= 1, "in [0, 1]"),
+                ("reg_weight", self.reg_weight, self.reg_weight >= 0, ">= 0"),
+            )
+        )
 
         # (G1): the initial graphs, from the raw features, fixed
         for i, role in enumerate(self.features):
