@@ -135,6 +135,10 @@ class CodeGenerator(nn.Module):
         checkpoint: a local folder holding a T5 checkpoint (``config.json`` + weights) to start
             from; its vocabulary is kept and the code tokens are appended. T5 only.
         max_prompt_tokens: longest prompt (decoder-only: sizes the position table).
+        d_kv: width of each attention head of a T5 built from scratch; ``None``:
+            ``d_model // n_heads`` (TIGER: 6 heads of 64 over ``d_model`` 128).
+        extra_tokens: plain tokens appended after the code tokens, for prompts only (TIGER's
+            hashed user ids); :meth:`extra_token` gives their ids. Generation never emits them.
 
     Shapes:
         prompt, prompt_mask: ``[B, P]`` right-padded; target: ``[B, L]`` token ids.
@@ -152,25 +156,32 @@ class CodeGenerator(nn.Module):
         dropout: float = 0.1,
         checkpoint: str | None = None,
         max_prompt_tokens: int = 512,
+        d_kv: int | None = None,
+        extra_tokens: int = 0,
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone = {backbone!r} must be one of {BACKBONES}")
+        if extra_tokens < 0:
+            raise ValueError(f"extra_tokens = {extra_tokens} must be >= 0")
+        if d_kv is not None and backbone != "t5":
+            raise ValueError("d_kv sizes the heads of the 't5' backbone only")
         self.backbone_kind = backbone
         self.n_levels = len(vocab_sizes)
+        self.n_extra_tokens = extra_tokens
         if checkpoint:
             if backbone != "t5":
                 raise ValueError("a pretrained checkpoint can only start the 't5' backbone")
             self.model = self._load_t5(checkpoint)
             offset = self.model.get_input_embeddings().num_embeddings
             pad, eos = self.model.config.pad_token_id, self.model.config.eos_token_id
-            self.model.resize_token_embeddings(offset + sum(vocab_sizes))
+            self.model.resize_token_embeddings(offset + sum(vocab_sizes) + extra_tokens)
             self.bos = None
         else:
             offset, pad, eos = N_SPECIAL, PAD, EOS
-            vocab = offset + sum(vocab_sizes)
+            vocab = offset + sum(vocab_sizes) + extra_tokens
             self.model = (
-                self._new_t5(vocab, d_model, d_ff, n_layers, n_heads, dropout)
+                self._new_t5(vocab, d_model, d_ff, n_layers, n_heads, dropout, d_kv)
                 if backbone == "t5"
                 else self._new_decoder(
                     vocab, d_model, d_ff, n_layers, n_heads, dropout, max_prompt_tokens
@@ -180,18 +191,27 @@ class CodeGenerator(nn.Module):
         self.pad, self.eos = pad, eos
         self.tokens = CodeTokens(vocab_sizes=vocab_sizes, offset=offset, pad=pad)
         self.token_names = code_token_names(vocab_sizes)
+        self.extra_offset = offset + sum(vocab_sizes)  # first token after the code tokens
+
+    def extra_token(self, index: torch.Tensor) -> torch.Tensor:
+        """Token ids of the extra tokens ``index`` (in ``[0, extra_tokens)``), same shape."""
+        if self.n_extra_tokens == 0:
+            raise ValueError("this generator was built with extra_tokens = 0")
+        if index.numel() and (int(index.min()) < 0 or int(index.max()) >= self.n_extra_tokens):
+            raise ValueError(f"extra token index outside [0, {self.n_extra_tokens})")
+        return index + self.extra_offset
 
     # -- construction --------------------------------------------------------------------------
     @staticmethod
-    def _new_t5(vocab, d_model, d_ff, n_layers, n_heads, dropout):
+    def _new_t5(vocab, d_model, d_ff, n_layers, n_heads, dropout, d_kv=None):
         from transformers import T5Config, T5ForConditionalGeneration
 
-        if d_model % n_heads:
+        if d_kv is None and d_model % n_heads:
             raise ValueError(f"d_model = {d_model} must be divisible by n_heads = {n_heads}")
         config = T5Config(
             vocab_size=vocab,
             d_model=d_model,
-            d_kv=d_model // n_heads,
+            d_kv=d_kv or d_model // n_heads,
             d_ff=d_ff,
             num_layers=n_layers,
             num_decoder_layers=n_layers,

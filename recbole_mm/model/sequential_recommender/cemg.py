@@ -7,11 +7,13 @@ Reference:
 Three stages, run in order by :class:`recbole_mm.trainer.multistage.MultiStageTrainer`:
 ``collab`` (LightGCN item embeddings and the fusion weights), ``tokenizer`` (RQ-VAE on the
 fused item vectors) and ``generator`` (T5 on history prompts, validated with RecBole's
-full-ranking evaluator through trie-constrained beam search). The item codes, the trie, the
-search call and ``full_sort_predict`` are those of
-:class:`recbole_mm.model.generative.SemanticIdRecommender`; this file holds the tokenizer, the
-collision policy (``_tokenize_items``) and the generator. A resumed generator keeps its codes;
-setting the collab or tokenizer stage again clears them.
+full-ranking evaluator through trie-constrained beam search). The RQ-VAE, the collision policy,
+the prompts, the generator and the search are those CEMG shares with TIGER
+(:class:`~recbole_mm.model.sequential_recommender.semantic_id_sequential.SemanticIdSequentialRecommender`,
+over :class:`recbole_mm.model.generative.SemanticIdRecommender`); this file holds the collab
+stage (PCA, LightGCN, the fusion of Eq. 2-3), the diversity term of Eq. 4 and the "w/o LLM"
+decoder. A resumed generator keeps its codes; setting the collab or tokenizer stage again
+clears them.
 
 Deviations:
     - Fusion weights (W_q, W_k of Eq. 2; the paper does not say how they are trained) are learnt
@@ -54,26 +56,19 @@ import math
 
 import torch
 import torch.nn.functional as F
-from recbole.utils import InputType
 from torch import nn
 
-from recbole_mm.data.dataset import MultimodalSequentialDataset
-from recbole_mm.model.abstract_recommender import MultimodalSequentialRecommender
-from recbole_mm.model.generative import SemanticIdRecommender, placeholder_codes, warn_renamed
+from recbole_mm.model.generative import warn_renamed
 from recbole_mm.model.layers.fusion import CollaborativeGuidedFusion
 from recbole_mm.model.layers.graph import LightGCNPropagation
 from recbole_mm.model.layers.pca import PCA
-from recbole_mm.model.layers.quantizer import (
-    CodeSpaceFull,
-    ResidualQuantizer,
-    append_collision_index,
-    mlp,
-    reassign_last_level,
+from recbole_mm.model.layers.t5_generator import count_parameters
+from recbole_mm.model.sequential_recommender.semantic_id_sequential import (
+    LeaveOneOutDataset,
+    SemanticIdSequentialRecommender,
 )
-from recbole_mm.model.layers.t5_generator import CodeGenerator, count_parameters
 
 ROLES = ("visual", "textual")
-COLLISION_POLICIES = ("reassign", "append")
 
 
 def diversity_loss(
@@ -99,146 +94,85 @@ def diversity_loss(
     return total / levels
 
 
-class CEMGDataset(MultimodalSequentialDataset):
-    """The multimodal sequential dataset, refusing pre-split files with what to use instead.
-
-    RecBole's sequential datasets read ``benchmark_filename`` files only as ready-made
-    ``item_id_list`` sequences and fail with an ``AttributeError`` on plain interaction files
-    such as the MMRec split of ``amazon-sports``.
-    """
-
-    def __init__(self, config):
-        if config["benchmark_filename"]:
-            name = config["dataset"]
-            raise ValueError(
-                f"CEMG is evaluated leave-one-out (its paper's protocol), but dataset '{name}' "
-                f"is pre-split (benchmark_filename = {list(config['benchmark_filename'])}), "
-                "which a sequential model cannot read. Build a leave-one-out copy with "
-                "dataset_tools.amazon --split loo (e.g. --name amazon-sports-seq) and a YAML "
-                "like properties/dataset/amazon-beauty.yaml; docs/models/CEMG.md has the commands."
-            )
-        super().__init__(config)
+CEMGDataset = LeaveOneOutDataset  # the name CEMG's dataset class had before TIGER shared it
 
 
-class CEMG(SemanticIdRecommender, MultimodalSequentialRecommender):
+class CEMG(SemanticIdSequentialRecommender):
     """Content roles visual and textual (``modality_roles``, ``self.features``, PCA-reduced
-    in ``__init__``) and the LightGCN graph of the training sequences (``self.adjacency``)
-    come from :class:`~recbole_mm.model.abstract_recommender.MultimodalRecommender`."""
+    in ``_build_item_side``) and the LightGCN graph of the training sequences (``self.adjacency``)
+    come from :class:`~recbole_mm.model.abstract_recommender.MultimodalRecommender`; the RQ-VAE,
+    the generator and the search from :class:`SemanticIdSequentialRecommender`."""
 
-    input_type = InputType.POINTWISE
     content_roles = ROLES
     require_content_roles = True
     adjacency_norm = "symmetric"
     stages = ("collab", "tokenizer", "generator")
-    dataset_class = CEMGDataset
 
     def __init__(self, config, dataset):
-        super().__init__(config, dataset)
+        super().__init__(config, dataset)  # _build_item_side builds the collab stage's layers
+        # parameters initialization
+        nn.init.normal_(self.user_embedding.weight, std=0.1)
+        nn.init.normal_(self.item_embedding.weight, std=0.1)
+
+    def _build_item_side(self, config, dataset) -> int:
+        """The collab stage: PCA-reduced content, LightGCN embeddings and the fusion of Eq. 2-3;
+        x_i has width d per part (content, collaborative)."""
         # load parameters
         self.dim = config["embedding_size"]
         self.use_collab = config["use_collab"]
         self.roles = list(self.modality_roles)  # the content roles used, in ROLES order
         self.gcn_layers = config["n_layers"]
         self.reg_weight = config["reg_weight"]
-        self.n_levels = config["rq_levels"]
-        self.codebook_size = config["rq_codebook_size"]
-        self.lambda_q, self.lambda_d = config["rq_commitment_weight"], config["lambda_d"]
+        self.lambda_d = config["lambda_d"]
         self.diversity_temperature = config["diversity_temperature"]
-        self.rq_batch_size = config["rq_batch_size"]
-        self.collision_policy = config["collision_policy"]
-        self.history_length = config["history_length"]
-        self.max_topk = max(config["topk"])
-        self.beam_size = config["beam_size"] or self.max_topk
-        self.generation_batch_size = config["generation_batch_size"]
-        self.generation_backend = config["generation_backend"]
-        self._check(config)
+        if not self.use_collab and not self.roles:
+            raise ValueError(
+                f"CEMG: use_collab is False and modality_roles = {config['modality_roles']!r} "
+                "uses no content role: nothing would represent the items."
+            )
+        if self.dim < 1:
+            raise ValueError(f"CEMG: embedding_size = {self.dim} must be >= 1.")
 
-        # data: PCA-reduced content (Sec. 3.2), item popularity; the training graph is the base
-        # class's self.adjacency
+        # data: PCA-reduced content (Sec. 3.2); the training graph is the base class's adjacency
         for role in self.roles:
             self.features[role] = self._reduce(self.features[role])  # [n_items, d]
-        _, items = dataset.interaction_pairs()
-        self.n_users = dataset.num(self.USER_ID)
-        popularity = torch.bincount(items, minlength=self.n_items)
-        self.register_buffer("item_popularity", popularity, persistent=False)  # [n_items]
 
         # define layers
         self.user_embedding = nn.Embedding(self.n_users, self.dim)
         self.item_embedding = nn.Embedding(self.n_items, self.dim)
         self.propagation = LightGCNPropagation(n_layers=self.gcn_layers)
         self.fusion = CollaborativeGuidedFusion(dim=self.dim)
-        x_dim = self.dim * (int(self.use_collab) + int(bool(self.roles)))
-        hidden = list(config["rq_hidden_sizes"])
-        latent = config["rq_latent_dim"]
-        self.rq_encoder = mlp([x_dim, *hidden, latent])
-        self.quantizer = ResidualQuantizer(
-            n_levels=self.n_levels,
-            codebook_size=self.codebook_size,
-            dim=latent,
-            beta=self.lambda_q,
-            kmeans_init=config["rq_kmeans_init"],
-        )
-        self.rq_decoder = mlp([latent, *hidden[::-1], x_dim])
-        code_levels = self.n_levels + int(self.collision_policy == "append")
-        self.vocab_sizes = [self.codebook_size] * code_levels
-        sizes = dict(
-            vocab_sizes=self.vocab_sizes,
-            d_model=config["t5_d_model"],
-            d_ff=config["t5_d_ff"],
-            n_heads=config["t5_heads"],
-            dropout=config["t5_dropout"],
-            max_prompt_tokens=self.history_length * code_levels,
-        )
-        if config["generator_backbone"] == "decoder":
-            self._check_smaller_than_t5(config, sizes)
-        self.generator = CodeGenerator(
-            backbone=config["generator_backbone"],
-            n_layers=config[
-                "t5_layers" if config["generator_backbone"] == "t5" else "decoder_only_layers"
-            ],
-            checkpoint=config["t5_checkpoint"],
-            **sizes,
-        )
-        # Item codes [n_items, L], saved with the model; until the tokenizer stage assigns them,
-        # each item's id written in base K (unique and valid, so the generator runs from the start).
-        self.init_item_codes(
-            placeholder_codes(self.n_items, codebook_size=self.codebook_size, n_levels=code_levels)
-        )
-        self.register_buffer("tokenizer_input", torch.zeros(0), persistent=False)
-        self.stage = self.stages[-1]
+        return self.dim * (int(self.use_collab) + int(bool(self.roles)))
 
-        # parameters initialization
-        nn.init.normal_(self.user_embedding.weight, std=0.1)
-        nn.init.normal_(self.item_embedding.weight, std=0.1)
+    def _generator_options(self, config, sizes: dict) -> dict:
+        backbone = config["generator_backbone"]
+        if backbone == "decoder":
+            self._check_smaller_than_t5(config, sizes)
+        layers = config["t5_layers" if backbone == "t5" else "decoder_only_layers"]
+        return {"backbone": backbone, "n_layers": layers}
+
+    def _tokenizer_regulariser(self, z: torch.Tensor) -> torch.Tensor:
+        """lambda_d x the diversity loss of Eq. 4, on the detached residuals."""
+        div = diversity_loss(
+            self.quantizer.codebooks,
+            self.quantizer.residuals(z),
+            temperature=self.diversity_temperature,
+        )
+        return self.lambda_d * div
+
+    def _stage_modules(self) -> dict[str, tuple]:
+        collab = (self.user_embedding, self.item_embedding, self.fusion)
+        return {"collab": collab, **super()._stage_modules()}
+
+    def _item_vectors(self) -> torch.Tensor:
+        return self._fused_items()
+
+    def calculate_loss(self, interaction):
+        if self.stage == "collab":
+            return self._collab_loss(interaction)
+        return super().calculate_loss(interaction)
 
     # -- configuration ------------------------------------------------------------------------
-    def _check(self, config):
-        if not self.use_collab and not self.roles:
-            raise ValueError(
-                f"CEMG: use_collab is False and modality_roles = {config['modality_roles']!r} "
-                "uses no content role: nothing would represent the items."
-            )
-        if self.generation_backend not in ("hf", "shared"):
-            raise ValueError(
-                f"generation_backend = {self.generation_backend!r} must be 'hf' "
-                "(transformers' generate with a trie logits processor) or 'shared' "
-                "(recbole_mm.model.layers.semantic_ids.constrained_beam_search)."
-            )
-        if self.collision_policy not in COLLISION_POLICIES:
-            raise ValueError(
-                f"collision_policy = {self.collision_policy!r} must be one of {COLLISION_POLICIES}."
-            )
-        if self.beam_size < self.max_topk:
-            raise ValueError(
-                f"beam_size = {self.beam_size} is below the largest cut-off in topk = "
-                f"{list(config['topk'])}: items outside the beams would be ranked arbitrarily. "
-                f"Set beam_size >= {self.max_topk}, leave it empty (~) to use max(topk), or "
-                "drop the larger cut-offs from topk."
-            )
-        for key in ("embedding_size", "rq_levels", "rq_codebook_size", "history_length"):
-            if config[key] < 1:
-                raise ValueError(f"CEMG: {key} = {config[key]} must be >= 1.")
-
     @staticmethod
     def _check_smaller_than_t5(config, sizes: dict) -> None:
         """ "w/o LLM" replaces the LLM with a smaller Transformer trained from scratch (Sec. 4.3:
@@ -275,32 +209,6 @@ class CEMG(SemanticIdRecommender, MultimodalSequentialRecommender):
         reduced = reduced / reduced.pow(2).sum(1).mean().sqrt().clamp_min(1e-12)
         return torch.cat([reduced.new_zeros(1, self.dim), reduced])
 
-    # -- stages -------------------------------------------------------------------------------
-    def set_stage(self, stage: str) -> None:
-        if stage not in self.stages:
-            raise ValueError(f"CEMG: unknown stage {stage!r}; stages are {self.stages}.")
-        self.stage = stage
-        if stage != "generator":
-            self.codes_assigned.fill_(False)  # a (re)trained tokenizer needs new codes
-        trainable = {
-            "collab": (self.user_embedding, self.item_embedding, self.fusion),
-            "tokenizer": (self.rq_encoder, self.quantizer, self.rq_decoder),
-            "generator": (self.generator,),
-        }[stage]
-        for parameter in self.parameters():
-            parameter.requires_grad_(False)
-        for module in trainable:
-            module.requires_grad_(True)
-
-    def prepare_stage(self, stage: str, train_data=None) -> None:
-        if stage == "tokenizer":
-            self.tokenizer_input = self._fused_items().detach()
-            if not bool(self.quantizer.initialised):  # k-means on every item, not one batch
-                with torch.no_grad():
-                    self.quantizer.train()(self.rq_encoder(self.tokenizer_input[1:]))
-        elif stage == "generator":  # a resumed generator keeps its codes
-            self.ensure_codes()
-
     # -- Sec. 3.2: collaborative embedding and fusion -----------------------------------------
     def _propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         ego = torch.cat([self.user_embedding.weight, self.item_embedding.weight])
@@ -336,107 +244,7 @@ class CEMG(SemanticIdRecommender, MultimodalSequentialRecommender):
         ) / len(user)
         return -F.logsigmoid(margin).mean() + self.reg_weight * reg
 
-    # -- Sec. 3.3: RQ-VAE ---------------------------------------------------------------------
-    def _tokenizer_loss(self):
-        if self.tokenizer_input.numel() == 0:
-            self.tokenizer_input = self._fused_items().detach()
-        x_all = self.tokenizer_input
-        n = min(self.rq_batch_size, self.n_items - 1)
-        x = x_all[torch.randperm(self.n_items - 1, device=x_all.device)[:n] + 1]
-        z = self.rq_encoder(x)
-        quantized, _, quant_loss = self.quantizer(z)
-        recon = F.mse_loss(self.rq_decoder(quantized), x)
-        div = diversity_loss(
-            self.quantizer.codebooks,
-            self.quantizer.residuals(z),
-            temperature=self.diversity_temperature,
-        )
-        return recon + quant_loss + self.lambda_d * div  # Eq. 4
-
-    @torch.no_grad()
-    def _tokenize_items(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """RQ-VAE codes of every item and the codes after ``collision_policy``, row 0 = -1."""
-        x = self._fused_items()[1:] if self.tokenizer_input.numel() == 0 else None
-        x = self.tokenizer_input[1:] if x is None else x
-        z = self.rq_encoder(x)
-        codes = self.quantizer.encode(z)  # [n_items - 1, M]
-        order = self.item_popularity[1:]
-        if self.collision_policy == "append":
-            unique = append_collision_index(codes, order=order)
-            if int(unique[:, -1].max()) >= self.codebook_size:
-                raise ValueError(
-                    f"collision_policy = 'append': {int(unique[:, -1].max()) + 1} items share "
-                    f"one code tuple, more than rq_codebook_size = {self.codebook_size}."
-                )
-        else:
-            residuals = self.quantizer.residuals(z)
-            try:
-                unique = reassign_last_level(codes, residuals, self.quantizer.codebooks, order)
-            except CodeSpaceFull as error:
-                raise CodeSpaceFull(
-                    f"collision_policy = 'reassign': {error} Set collision_policy: append or a "
-                    f"larger rq_codebook_size (now {self.codebook_size})."
-                ) from error
-        return _with_padding_row(codes), _with_padding_row(unique)
-
     @property
     def tokenization_report(self) -> dict:
         warn_renamed("CEMG.tokenization_report", "code_report")
         return self.code_report
-
-    # -- Sec. 3.4: generation -----------------------------------------------------------------
-    def _prompt(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
-        """Code tokens of the last ``history_length`` items, oldest first ``[B, h*L]``."""
-        seq, length = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        h = min(self.history_length, seq.shape[1])
-        start = (length - h).clamp(min=0)  # [B]
-        index = start[:, None] + torch.arange(h, device=seq.device)  # [B, h]
-        items = seq.gather(1, index.clamp(max=seq.shape[1] - 1))
-        items = items.masked_fill(index >= length[:, None], 0)  # right-padded
-        tokens = self.generator.tokens.tokens(self.item_codes[items])  # [B, h, L]
-        mask = (items > 0)[:, :, None].expand_as(tokens)
-        return tokens.flatten(1), mask.flatten(1).long()
-
-    def _target(self, items):
-        return self.generator.tokens.tokens(self.item_codes[items])  # [B, L]
-
-    def calculate_loss(self, interaction):
-        if self.stage == "collab":
-            return self._collab_loss(interaction)
-        if self.stage == "tokenizer":
-            return self._tokenizer_loss()
-        prompt, mask = self._prompt(interaction)
-        return self.generator.loss(prompt, mask, self._target(interaction[self.POS_ITEM_ID]))
-
-    def predict(self, interaction):
-        """Eq. 6 score of the given item: the sum of its codes' log-probabilities ``[B]``."""
-        prompt, mask = self._prompt(interaction)
-        target = self._target(interaction[self.ITEM_ID])
-        return self.generator.log_likelihood(prompt, mask, target)
-
-    def _generate(self, interaction, masked):
-        """Eq. 6 beams ``[B, beam]``, ``generation_batch_size`` prompts at a time.
-
-        RecBole masks no item for a sequential model (``masked`` is ``None``), so every row must
-        hold ``max(topk)`` generated items (or every item) for ``full_sort_predict``.
-        """
-        prompt, mask = self._prompt(interaction)
-        items, scores = [], []
-        for lo in range(0, prompt.shape[0], self.generation_batch_size):
-            hi = lo + self.generation_batch_size
-            chunk, chunk_mask = prompt[lo:hi], mask[lo:hi]
-            found = self.generator.generate(
-                chunk,
-                chunk_mask,
-                trie=self.trie,
-                beam_size=self.beam_size,
-                backend=self.generation_backend,
-            )
-            items.append(found[0])
-            scores.append(found[1])
-        return torch.cat(items), torch.cat(scores)
-
-
-def _with_padding_row(codes: torch.Tensor) -> torch.Tensor:
-    """``[n_items - 1, L]`` codes of the real items -> ``[n_items, L]`` with row 0 = -1."""
-    return torch.cat([codes.new_full((1, codes.shape[1]), -1), codes])
