@@ -30,10 +30,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from typing import ClassVar
 
 import torch
 from recbole.model.abstract_recommender import GeneralRecommender, SequentialRecommender
 from torch import nn
+
+from recbole_mm.model.checks import Rule, check_settings
 
 logger = logging.getLogger(__name__)
 
@@ -189,8 +192,11 @@ class MultimodalRecommender:
             the role is dropped).
         requires_content: no role at all is an error.
         adjacency_norm: ``symmetric`` or ``mean`` to get ``self.adjacency``; None for none.
+        SETTINGS: its keys' constraints, ``{key: Rule}`` (:mod:`recbole_mm.model.checks`),
+            checked before anything else is built.
     """
 
+    SETTINGS: ClassVar[Mapping[str, Rule]] = {}
     content_roles: tuple[str, ...] | None = None
     require_content_roles: bool = False
     requires_content: bool = False
@@ -198,6 +204,7 @@ class MultimodalRecommender:
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        check_settings(config, self.SETTINGS, model=type(self).__name__)
         self.modality_roles = self._resolve_modality_roles(config, dataset)
         self.features = FeatureBank(
             {role: dataset.modality_features(name) for role, name in self.modality_roles.items()}

@@ -50,6 +50,22 @@ def placeholder_codes(
     return codes
 
 
+def beam_size_for(config) -> tuple[int, int]:
+    """``(beam_size, max(topk))``: ``beam_size: ~`` means ``max(topk)``; a narrower beam would
+    leave items of the largest cut-off outside the beams, ranked in RecBole's ``-inf`` tie
+    order, so it is refused."""
+    topk = config["topk"]
+    max_topk = max(topk) if isinstance(topk, (list, tuple)) else int(topk)
+    beam_size = config["beam_size"] or max_topk
+    if beam_size < max_topk:
+        raise ValueError(
+            f"beam_size = {beam_size} is below the largest cut-off in topk = {topk}: items "
+            f"outside the beams would be ranked arbitrarily. Set beam_size >= {max_topk}, leave "
+            "it empty (~) to use max(topk), or drop the larger cut-offs from topk."
+        )
+    return beam_size, max_topk
+
+
 def warn_renamed(old: str, new: str) -> None:
     """Warn that ``old`` (the caller's deprecated name) is now ``new``."""
     warnings.warn(

@@ -37,6 +37,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_mm.model.abstract_recommender import MultimodalGeneralRecommender
+from recbole_mm.model.checks import number, whole
 from recbole_mm.model.layers.graph import LightGCNPropagation
 
 
@@ -52,6 +53,14 @@ def negative_cosine(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class BM3(MultimodalGeneralRecommender):
     """Online view: ``predictor(h)``; target view: ``dropout(sg(h))`` (V). No negatives."""
 
+    SETTINGS = {
+        "embedding_size": whole(1),
+        "n_layers": whole(0),
+        "dropout_prob": number(0, 1, high_open=True),
+        "reg_weight": number(0),
+        "cl_weight": number(0),
+    }
+
     input_type = InputType.POINTWISE
     adjacency_norm = "symmetric"
 
@@ -63,15 +72,6 @@ class BM3(MultimodalGeneralRecommender):
         self.dropout_prob = config["dropout_prob"]
         self.reg_weight = config["reg_weight"]
         self.cl_weight = config["cl_weight"]
-        self.check_ranges(
-            (
-                ("embedding_size", self.embedding_size, self.embedding_size > 0, "> 0"),
-                ("n_layers", self.n_layers, self.n_layers >= 0, ">= 0"),
-                ("dropout_prob", self.dropout_prob, 0 <= self.dropout_prob < 1, "in [0, 1)"),
-                ("reg_weight", self.reg_weight, self.reg_weight >= 0, ">= 0"),
-                ("cl_weight", self.cl_weight, self.cl_weight >= 0, ">= 0"),
-            )
-        )
 
         # define layers
         self.user_embedding = nn.Embedding(self.n_users, self.embedding_size)

@@ -42,6 +42,7 @@ from recbole_mm.model.abstract_recommender import (
     MultimodalGeneralRecommender,
     role_tags,
 )
+from recbole_mm.model.checks import number, whole
 from recbole_mm.model.layers.edge_pruning import degree_sensitive_prune
 from recbole_mm.model.layers.graph import LightGCNPropagation
 from recbole_mm.model.layers.knn_graph import knn_item_graph, weighted_graph_sum
@@ -60,6 +61,16 @@ def modality_graph_weights(roles, *, visual: str | None, image_weight: float) ->
 class FREEDOM(MultimodalGeneralRecommender):
     """Users: LightGCN on the pruned graph; items: LightGCN + the frozen item graph's output."""
 
+    SETTINGS = {
+        "embedding_size": whole(1),
+        "n_layers": whole(0),
+        "n_mm_layers": whole(0),
+        "knn_k": whole(1),
+        "mm_image_weight": number(0, 1),
+        "edge_prune_ratio": number(0, 1, high_open=True),
+        "modal_bpr_weight": number(0),
+    }
+
     input_type = InputType.PAIRWISE
     requires_content = True
     adjacency_norm = "symmetric"
@@ -74,16 +85,6 @@ class FREEDOM(MultimodalGeneralRecommender):
         self.image_weight = config["mm_image_weight"]
         self.prune_ratio = config["edge_prune_ratio"]
         self.modal_bpr_weight = config["modal_bpr_weight"]
-        self.check_ranges(
-            (
-                ("embedding_size", self.embedding_size, self.embedding_size > 0, "> 0"),
-                ("n_layers", self.n_layers, self.n_layers >= 0, ">= 0"),
-                ("n_mm_layers", self.n_mm_layers, self.n_mm_layers >= 0, ">= 0"),
-                ("mm_image_weight", self.image_weight, 0 <= self.image_weight <= 1, "in [0, 1]"),
-                ("edge_prune_ratio", self.prune_ratio, 0 <= self.prune_ratio < 1, "in [0, 1)"),
-                ("modal_bpr_weight", self.modal_bpr_weight, self.modal_bpr_weight >= 0, ">= 0"),
-            )
-        )
 
         # the frozen item-item graph (I1)-(I4), built once from the features as loaded
         tags = role_tags(config["modalities"])

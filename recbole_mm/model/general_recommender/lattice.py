@@ -36,12 +36,22 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_mm.model.abstract_recommender import MultimodalGeneralRecommender
+from recbole_mm.model.checks import number, whole
 from recbole_mm.model.layers.graph import LightGCNPropagation
 from recbole_mm.model.layers.knn_graph import knn_item_graph, weighted_graph_sum
 
 
 class LATTICE(MultimodalGeneralRecommender):
     """Users: LightGCN; items: LightGCN + the normalised output of the latent item graph."""
+
+    SETTINGS = {
+        "embedding_size": whole(1),
+        "n_layers": whole(0),
+        "n_mm_layers": whole(0),
+        "knn_k": whole(1),
+        "lambda_coeff": number(0, 1),
+        "reg_weight": number(0),
+    }
 
     input_type = InputType.PAIRWISE
     requires_content = True
@@ -56,15 +66,6 @@ class LATTICE(MultimodalGeneralRecommender):
         self.knn_k = config["knn_k"]
         self.lambda_coeff = config["lambda_coeff"]
         self.reg_weight = config["reg_weight"]
-        self.check_ranges(
-            (
-                ("embedding_size", self.embedding_size, self.embedding_size > 0, "> 0"),
-                ("n_layers", self.n_layers, self.n_layers >= 0, ">= 0"),
-                ("n_mm_layers", self.n_mm_layers, self.n_mm_layers >= 0, ">= 0"),
-                ("lambda_coeff", self.lambda_coeff, 0 <= self.lambda_coeff <= 1, "in [0, 1]"),
-                ("reg_weight", self.reg_weight, self.reg_weight >= 0, ">= 0"),
-            )
-        )
 
         # (G1): the initial graphs, from the raw features, fixed
         for i, role in enumerate(self.features):

@@ -64,8 +64,10 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_mm.model.abstract_recommender import MultimodalGeneralRecommender
+from recbole_mm.model.checks import one_of, whole
 from recbole_mm.model.generative import (
     SemanticIdRecommender,
+    beam_size_for,
     placeholder_codes,
     warn_renamed,
 )
@@ -83,14 +85,6 @@ from recbole_mm.model.layers.relation_attention import (
 from recbole_mm.model.layers.semantic_ids import evaluation_history, history_mask
 
 STAGES = ("tokenizer", "generator")
-# Config switches and their values; the first is the paper's model, the others its ablations.
-CHOICES = {
-    "rq_input": ("graph", "features"),  # Table 3 "ID w/o": RQ-VAE on the raw features
-    "rec_id_method": ("rqvae", "hkmeans"),  # Table 4 "HK-Means"
-    "collision_token": ("popularity", "random"),  # Table 4 "Random"
-    "encoder_input": ("graph", "free"),  # Table 3 "Emb w/o": free input embeddings
-    "encoder_position": ("relation", "none", "sinusoidal"),  # Table 5
-}
 
 
 @torch.no_grad()
@@ -144,6 +138,20 @@ class MMGRec(SemanticIdRecommender, MultimodalGeneralRecommender):
     stages = STAGES
     # Checkpoints written before the semantic-id base named the Rec-ID buffers so.
     legacy_state_keys = {"rec_ids": "item_codes", "rec_ids_assigned": "codes_assigned"}
+    # The switches' first value is the paper's model, the others its ablations.
+    SETTINGS = {
+        "embedding_size": whole(1),
+        "rq_levels": whole(1),
+        "rq_codebook_size": whole(1),
+        "popularity_vocab_size": whole(1, optional=True),
+        "history_length": whole(1),
+        "beam_size": whole(1, optional=True),
+        "rq_input": one_of("graph", "features"),  # Table 3 "ID w/o": RQ-VAE on the raw features
+        "rec_id_method": one_of("rqvae", "hkmeans"),  # Table 4 "HK-Means"
+        "collision_token": one_of("popularity", "random"),  # Table 4 "Random"
+        "encoder_input": one_of("graph", "free"),  # Table 3 "Emb w/o": free input embeddings
+        "encoder_position": one_of("relation", "none", "sinusoidal"),  # Table 5
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -158,15 +166,9 @@ class MMGRec(SemanticIdRecommender, MultimodalGeneralRecommender):
         self.collision_token = config["collision_token"]
         self.encoder_input = config["encoder_input"]
         self.encoder_position = config["encoder_position"]
-        for key, allowed in CHOICES.items():
-            if config[key] not in allowed:
-                raise ValueError(f"{key} = {config[key]!r} must be one of {list(allowed)}.")
         self.finetune_item_embedding = config["finetune_item_embedding"]
         self.exclude_history = config["exclude_history"]
         self.dead_code_reset = config["rq_dead_code_reset"]
-        for key in ("embedding_size", "rq_levels", "rq_codebook_size", "history_length"):
-            if config[key] is None or config[key] < 1:
-                raise ValueError(f"{key} = {config[key]} must be a positive integer.")
         capacity = self.codebook_size**self.n_levels * self.popularity_vocab_size
         if capacity < self.n_items - 1:
             raise ValueError(
@@ -174,15 +176,7 @@ class MMGRec(SemanticIdRecommender, MultimodalGeneralRecommender):
                 f"popularity_vocab_size = {self.popularity_vocab_size} give {capacity} Rec-IDs "
                 f"for {self.n_items - 1} items: raise one of them."
             )
-        topk = config["topk"]
-        max_topk = max(topk) if isinstance(topk, (list, tuple)) else int(topk)
-        self.max_topk = max_topk
-        self.beam_size = config["beam_size"] or max_topk
-        if self.beam_size < max_topk:
-            raise ValueError(
-                f"beam_size = {self.beam_size} is smaller than the largest top-K evaluated "
-                f"({max_topk}, key 'topk'): set beam_size >= {max_topk} or leave it empty (~)."
-            )
+        self.beam_size, self.max_topk = beam_size_for(config)
         # Data, rebuilt from the training split (never saved with the model); the features and
         # the graph come from the base class (self.features, self.adjacency).
         items = torch.as_tensor(dataset.inter_feat[self.ITEM_ID])

@@ -43,9 +43,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_mm.model.abstract_recommender import MultimodalGeneralRecommender
-
-FEATURE_NORMS = ("none", "standardize")
-REGULARIZERS = ("paper", "mmrec")
+from recbole_mm.model.checks import number, one_of, whole
 
 
 def standardize_block(features: torch.Tensor) -> torch.Tensor:
@@ -71,25 +69,21 @@ class VBPR(MultimodalGeneralRecommender):
 
     input_type = InputType.PAIRWISE
     requires_content = True
+    SETTINGS = {
+        "embedding_size": whole(1),
+        "reg_weight": number(0),
+        "vbpr_feature_norm": one_of("none", "standardize"),
+        # 'paper': squared L2 on the latent factors and item biases; 'mmrec': MMRec's form.
+        "vbpr_regularizer": one_of("paper", "mmrec"),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         # load parameters
         self.embedding_size = config["embedding_size"]
         self.reg_weight = config["reg_weight"]
-        if self.embedding_size <= 0:
-            raise ValueError(f"embedding_size = {self.embedding_size} must be positive.")
         norm = config["vbpr_feature_norm"]
-        if norm not in FEATURE_NORMS:
-            raise ValueError(
-                f"vbpr_feature_norm = {norm!r} is not one of {FEATURE_NORMS}; set one of them."
-            )
         self.regularizer = config["vbpr_regularizer"]
-        if self.regularizer not in REGULARIZERS:
-            raise ValueError(
-                f"vbpr_regularizer = {self.regularizer!r} is not one of {REGULARIZERS}; set one "
-                "of them ('paper': squared L2 on the latent factors and item biases)."
-            )
         if norm == "standardize":
             for role in self.features:
                 self.features[role] = standardize_block(self.features[role])

@@ -65,6 +65,7 @@ from recbole.utils import InputType
 from torch import Tensor, nn
 
 from recbole_mm.model.abstract_recommender import MultimodalSequentialRecommender
+from recbole_mm.model.checks import number, one_of, whole
 from recbole_mm.model.layers.diffusion import (
     NoiseSchedule,
     ddim_sample,
@@ -151,6 +152,22 @@ class IMECD(MultimodalSequentialRecommender):
 
     input_type = InputType.POINTWISE  # softmax over all items: no negative sampling
     content_roles = tuple(BRANCHES)
+    SETTINGS = {
+        "hidden_size": whole(1),
+        "n_heads": whole(1),
+        "n_experts": whole(1),
+        "vq_codebook_size": whole(1),
+        "vq_injection_weight": number(0),  # lambda_q
+        "lambda_c": number(0),
+        "lambda_r": number(0),
+        "cl_temperature": number(0, low_open=True),
+        "gumbel_tau": number(0, low_open=True),
+        "vq_update_rate": number(0, 1, low_open=True),
+        "diffusion_steps": whole(1),
+        "diffusion_eval_steps": whole(1, high_key="diffusion_steps", optional=True),
+        "diffusion_lambda": number(0),
+        "noise_schedule": one_of("linear", "truncated_linear"),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -166,7 +183,11 @@ class IMECD(MultimodalSequentialRecommender):
         self.eval_seed = int(config["seed"])
         self.roles = {BRANCHES[role]: role for role in self.modality_roles}  # branch -> role
         self.branches = ("id", *self.roles)
-        self._check_config(config)
+        if self.hidden_size % config["n_heads"]:
+            raise ValueError(
+                f"IMECD: hidden_size = {self.hidden_size} must be a multiple of n_heads = "
+                f"{config['n_heads']}."
+            )
 
         # define layers
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
@@ -226,38 +247,6 @@ class IMECD(MultimodalSequentialRecommender):
         self.apply(self._init_weights)
 
     # -- configuration ------------------------------------------------------------------------
-    def _check_config(self, config) -> None:
-        checks = {
-            "hidden_size": self.hidden_size > 0,
-            "n_experts": config["n_experts"] >= 1,
-            "vq_codebook_size": config["vq_codebook_size"] >= 1,
-            "vq_injection_weight": self.lambda_q >= 0,
-            "lambda_c": self.lambda_c >= 0,
-            "lambda_r": self.lambda_r >= 0,
-            "cl_temperature": self.cl_temperature > 0,
-            "gumbel_tau": config["gumbel_tau"] > 0,
-            "vq_update_rate": 0 < config["vq_update_rate"] <= 1,
-            "diffusion_steps": int(config["diffusion_steps"]) >= 1,
-            "diffusion_eval_steps": config["diffusion_eval_steps"] is None
-            or (
-                isinstance(config["diffusion_eval_steps"], int)
-                and 1 <= config["diffusion_eval_steps"] <= int(config["diffusion_steps"])
-            ),
-            "diffusion_lambda": config["diffusion_lambda"] >= 0,
-            "noise_schedule": config["noise_schedule"] in ("linear", "truncated_linear"),
-        }
-        for key, ok in checks.items():
-            if not ok:
-                raise ValueError(
-                    f"IMECD: {key} = {config[key]!r} is out of range; see "
-                    f"properties/model/IMECD.yaml for the meaning and valid values of '{key}'."
-                )
-        if self.hidden_size % config["n_heads"]:
-            raise ValueError(
-                f"IMECD: hidden_size = {self.hidden_size} must be a multiple of n_heads = "
-                f"{config['n_heads']}."
-            )
-
     def _init_weights(self, module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             module.weight.data.normal_(mean=0.0, std=self.initializer_range)
