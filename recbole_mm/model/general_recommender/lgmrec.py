@@ -40,6 +40,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from recbole_mm.model.abstract_recommender import MultimodalGeneralRecommender
+from recbole_mm.model.checks import number, whole
 from recbole_mm.model.layers.graph import LightGCNPropagation
 from recbole_mm.model.layers.hypergraph import (
     HypergraphPropagation,
@@ -71,6 +72,20 @@ def hypergraph_contrastive_loss(
 class LGMRec(MultimodalGeneralRecommender):
     """Local (collaborative + modality graph) embeddings + alpha x global hypergraph embeddings."""
 
+    SETTINGS = {
+        "embedding_size": whole(1),
+        "n_layers": whole(0),
+        "n_mm_layers": whole(0),
+        "n_hyper_layers": whole(1),
+        "n_hyperedges": whole(1),
+        "hyperedge_keep_rate": number(0, 1, low_open=True),
+        "global_weight": number(0),
+        "cl_weight": number(0),
+        "reg_weight": number(0),
+        "gumbel_temperature": number(0, low_open=True),
+        "cl_temperature": number(0, low_open=True),
+    }
+
     input_type = InputType.PAIRWISE
     requires_content = True
     adjacency_norm = "symmetric"
@@ -89,21 +104,6 @@ class LGMRec(MultimodalGeneralRecommender):
         self.reg_weight = config["reg_weight"]
         self.gumbel_temperature = config["gumbel_temperature"]
         self.cl_temperature = config["cl_temperature"]
-        self.check_ranges(
-            (
-                ("embedding_size", self.embedding_size, self.embedding_size > 0, "> 0"),
-                ("n_layers", self.n_layers, self.n_layers >= 0, ">= 0"),
-                ("n_mm_layers", self.n_mm_layers, self.n_mm_layers >= 0, ">= 0"),
-                ("n_hyper_layers", self.n_hyper_layers, self.n_hyper_layers >= 1, ">= 1"),
-                ("n_hyperedges", self.n_hyperedges, self.n_hyperedges >= 1, ">= 1"),
-                ("hyperedge_keep_rate", self.keep_rate, 0 < self.keep_rate <= 1, "in (0, 1]"),
-                ("global_weight", self.global_weight, self.global_weight >= 0, ">= 0"),
-                ("cl_weight", self.cl_weight, self.cl_weight >= 0, ">= 0"),
-                ("reg_weight", self.reg_weight, self.reg_weight >= 0, ">= 0"),
-                ("gumbel_temperature", self.gumbel_temperature, self.gumbel_temperature > 0, "> 0"),
-                ("cl_temperature", self.cl_temperature, self.cl_temperature > 0, "> 0"),
-            )
-        )
         self.roles = list(self.features)
         if len(self.roles) == 1:
             logger.warning(
