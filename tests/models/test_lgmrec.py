@@ -34,7 +34,7 @@ def test_forward_shapes_and_one_global_view_per_role(tiny):
 def test_users_modality_embedding_starts_as_the_mean_of_their_items(tiny):
     config, train, _ = tiny
     model = seeded_model("LGMRec", config, train)
-    model.n_mm_layers = 0  # (M2) before any propagation
+    model.n_modality_layers = 0  # (M2) before any propagation
     nodes = model.modality_graph_embedding("text")
     items = model.projections["text"](model.features["text"])
     users, interacted = model.interactions.indices()  # the training pairs

@@ -75,7 +75,7 @@ class LGMRec(MultimodalGeneralRecommender):
     SETTINGS = {
         "embedding_size": whole(1),
         "n_layers": whole(0),
-        "n_mm_layers": whole(0),
+        "n_modality_layers": whole(0),
         "n_hyper_layers": whole(1),
         "n_hyperedges": whole(1),
         "hyperedge_keep_rate": number(0, 1, low_open=True),
@@ -95,7 +95,7 @@ class LGMRec(MultimodalGeneralRecommender):
         # load parameters
         self.embedding_size = config["embedding_size"]
         self.n_layers = config["n_layers"]
-        self.n_mm_layers = config["n_mm_layers"]
+        self.n_modality_layers = config["n_modality_layers"]
         self.n_hyper_layers = config["n_hyper_layers"]
         self.n_hyperedges = config["n_hyperedges"]
         self.keep_rate = config["hyperedge_keep_rate"]
@@ -169,7 +169,7 @@ class LGMRec(MultimodalGeneralRecommender):
         items = self.projections[role](self.features[role])  # (M1): [n_items, d]
         users = torch.sparse.mm(self.item_mean, items)  # (M2): mean of the user's items
         nodes = torch.cat([users, items])  # [N, d]
-        for _ in range(self.n_mm_layers):  # (M3): the last layer of L_m propagations
+        for _ in range(self.n_modality_layers):  # (M3): the last layer of L_m propagations
             nodes = torch.sparse.mm(self.adjacency, nodes)
         return nodes
 
