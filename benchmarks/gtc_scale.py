@@ -39,7 +39,7 @@ import scipy.sparse
 import torch
 import yaml
 
-from recbole_mm.data.dataset import ADJACENCY_NORMS
+from recbole_mm.data.adjacency import ADJACENCY_NORMS
 from recbole_mm.model.general_recommender import gtc as gtc_module
 from recbole_mm.model.general_recommender.gtc import GTC
 from recbole_mm.model.layers import diffusion

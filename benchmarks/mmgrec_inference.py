@@ -39,7 +39,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from recbole_mm.data.dataset import ADJACENCY_NORMS  # noqa: E402
+from recbole_mm.data.adjacency import ADJACENCY_NORMS  # noqa: E402
 from recbole_mm.model.general_recommender.mmgrec import MMGRec  # noqa: E402
 from recbole_mm.model.layers.quantizer import append_collision_index  # noqa: E402
 

@@ -18,16 +18,13 @@ import numpy as np
 import torch
 from recbole.data.dataset import Dataset, SequentialDataset
 
+from recbole_mm.data.adjacency import ADJACENCY_NORMS
 from recbole_mm.data.features import (
     FeatureError,
     ModalitySpec,
     align_features,
     load_modality,
 )
-from recbole_mm.model.layers import graph
-
-# The user-item adjacencies a split can build, by normalisation.
-ADJACENCY_NORMS = {"symmetric": graph.normalized_adjacency, "mean": graph.mean_adjacency}
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +236,7 @@ class MultimodalMixin:
 
         Args:
             norm: ``symmetric`` (``D^-1/2 A D^-1/2``, LightGCN) or ``mean`` (``D^-1 A``, the
-                mean aggregator); see :mod:`recbole_mm.model.layers.graph`.
+                mean aggregator); see :mod:`recbole_mm.data.adjacency`.
         """
         if norm not in ADJACENCY_NORMS:
             raise ValueError(f"norm = {norm!r} must be one of {list(ADJACENCY_NORMS)}.")

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from recbole_mm.data.adjacency import normalized_adjacency
 from recbole_mm.model.layers.edge_pruning import (
     degree_sensitive_prune,
     degree_sensitive_weights,
     weighted_sample_without_replacement,
 )
-from recbole_mm.model.layers.graph import normalized_adjacency
 
 N_USERS, N_ITEMS = 9, 11
 

@@ -6,12 +6,8 @@ import pytest
 import torch
 from conftest import TINY, tiny_config
 
-from recbole_mm.model.layers.graph import (
-    LightGCNPropagation,
-    MeanGraphConv,
-    mean_adjacency,
-    normalized_adjacency,
-)
+from recbole_mm.data.adjacency import mean_adjacency, normalized_adjacency
+from recbole_mm.model.layers.graph import LightGCNPropagation, MeanGraphConv
 
 
 def _toy():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from recbole_mm.model.layers.graph import normalized_adjacency
+from recbole_mm.data.adjacency import normalized_adjacency
 
 
 def degree_sensitive_weights(

@@ -1,5 +1,5 @@
-"""User-item graph building blocks: the normalised bipartite adjacencies, LightGCN propagation
-and the mean-aggregation graph convolution.
+"""User-item graph building blocks: LightGCN propagation and the mean-aggregation graph
+convolution, over the adjacencies of :mod:`recbole_mm.data.adjacency`.
 
 References:
     Xiangnan He et al. "LightGCN: Simplifying and Powering Graph Convolution Network for
@@ -15,67 +15,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-
-def normalized_adjacency(
-    users: torch.Tensor,
-    items: torch.Tensor,
-    *,
-    n_users: int,
-    n_items: int,
-) -> torch.Tensor:
-    """The symmetric-normalised adjacency of the user-item graph, as a sparse COO tensor.
-
-    ``A_hat = D^{-1/2} A D^{-1/2}`` with ``A = [[0, R], [R^T, 0]]`` over ``n_users + n_items``
-    nodes (users first, then items); repeated (user, item) pairs count once, isolated nodes get
-    an all-zero row.
-
-    Args:
-        users, items: ids of the observed interactions (training split only).
-        n_users, n_items: node counts, padding ids included (RecBole's ``num`` values).
-
-    Shapes:
-        users, items: ``[E]``; returns ``[n_users + n_items, n_users + n_items]``.
-    """
-    if users.shape != items.shape or users.dim() != 1:
-        raise ValueError(
-            f"users {tuple(users.shape)} and items {tuple(items.shape)} must be 1-D and equal"
-        )
-    n = n_users + n_items
-    pairs = torch.unique(torch.stack([users.long(), items.long() + n_users]), dim=1)  # [2, E']
-    rows = torch.cat([pairs[0], pairs[1]])
-    cols = torch.cat([pairs[1], pairs[0]])
-    degree = torch.bincount(rows, minlength=n).float()
-    inv_sqrt = degree.clamp(min=1).pow(-0.5) * (degree > 0)
-    values = inv_sqrt[rows] * inv_sqrt[cols]
-    return torch.sparse_coo_tensor(
-        torch.stack([rows, cols]), values, (n, n), check_invariants=True
-    ).coalesce()
-
-
-def mean_adjacency(
-    users: torch.Tensor, items: torch.Tensor, *, n_users: int, n_items: int
-) -> torch.Tensor:
-    """Row-normalised adjacency ``D^-1 A`` of the user-item graph (users first), sparse.
-
-    Row ``v`` averages the neighbours of node ``v`` (the ``1/|N_i|`` sum of MMGRec's Eq. 5);
-    repeated pairs count once; isolated nodes get an all-zero row.
-
-    Args:
-        users, items: ids of the observed interactions (training split only).
-        n_users, n_items: node counts, padding ids included (RecBole's ``num`` values).
-
-    Shapes:
-        users, items: ``[E]``; returns ``[n_users + n_items, n_users + n_items]``.
-    """
-    n = n_users + n_items
-    pairs = torch.unique(torch.stack([users.long(), items.long() + n_users]), dim=1)
-    rows = torch.cat([pairs[0], pairs[1]])
-    cols = torch.cat([pairs[1], pairs[0]])
-    degree = torch.bincount(rows, minlength=n).float().clamp(min=1)
-    return torch.sparse_coo_tensor(
-        torch.stack([rows, cols]), 1.0 / degree[rows], (n, n), check_invariants=True
-    ).coalesce()
 
 
 class LightGCNPropagation(nn.Module):
