@@ -19,6 +19,7 @@ TINY_MODEL_SETTINGS: dict[str, dict] = {
     "FREEDOM": {"knn_k": 3},
     "BM3": {},
     "LATTICE": {"knn_k": 3},
+    "LGMRec": {},
     "MGCN": {"knn_k": 3},
     "GTC": {"diffusion_steps": 10, "gtc_denoiser_hidden_size": 8},
     "IMECD": {
