@@ -30,8 +30,8 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 from recbole_mm import properties
+from recbole_mm.data.modalities import default_modality_roles, role_tags
 from recbole_mm.lookup import get_model
-from recbole_mm.model.abstract_recommender import default_modality_roles, role_tags
 
 logger = logging.getLogger(__name__)
 

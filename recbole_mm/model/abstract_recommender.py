@@ -4,7 +4,7 @@ As RecBole-GNN's ``GeneralGraphRecommender`` takes its graph from the dataset, t
 from the dataset everything that is data, and the model only uses it. A base owns:
 
 - ``self.modality_roles``: ``{role: dataset modality}``, resolved once from the one key
-  ``modality_roles`` (:func:`resolve_modality_roles`);
+  ``modality_roles`` (:func:`recbole_mm.data.modalities.resolve_modality_roles`);
 - ``self.features``: a :class:`FeatureBank`, ``self.features[role]`` being the ``[n_items, d]``
   feature matrix of a role (row 0: RecBole's padding item), a buffer that follows the model to
   its device and is not saved with it; each width is checked against ``modalities.<name>.dim``;
@@ -17,8 +17,8 @@ Content roles. A model names the content it uses by role.
   modality of the dataset, in its declaration order, each under its own name.
 - Fixed roles (IMECD, CEMG declare ``visual`` and ``textual``): with ``~`` each role takes the
   modality the dataset's YAML tags with it (``modalities: {kg: {dim: 64, role: visual}}``),
-  else the modality named like the role or by its usual name (:data:`USUAL_NAMES`: visual ->
-  image, textual -> text). The tag is how a dataset says which modality plays a role: every
+  else the modality named like the role or by its usual name
+  (``recbole_mm.data.modalities.USUAL_NAMES``: visual -> image, textual -> text). The tag is how a dataset says which modality plays a role: every
   model with that role reads it, and models with free roles ignore it.
 - A mapping ``{role: modality}`` names exactly the roles used, in the model's role order for
   fixed roles and in the mapping's order otherwise: a role mapped to ``null`` is dropped and
@@ -29,106 +29,17 @@ Content roles. A model names the content it uses by role.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import ClassVar
 
 import torch
 from recbole.model.abstract_recommender import GeneralRecommender, SequentialRecommender
 from torch import nn
 
+from recbole_mm.data.modalities import resolve_modality_roles, role_tags
 from recbole_mm.model.checks import Rule, check_settings
 
 logger = logging.getLogger(__name__)
-
-# The standard content roles and the modality names that play them when a dataset's YAML tags
-# none, in order of preference.
-USUAL_NAMES = {"visual": ("visual", "image"), "textual": ("textual", "text")}
-
-
-def role_tags(declared: Mapping | None) -> dict[str, str]:
-    """``{modality: role}`` from the ``role`` entries of a ``modalities`` declaration."""
-    return {
-        name: entry["role"]
-        for name, entry in (declared or {}).items()
-        if isinstance(entry, Mapping) and entry.get("role")
-    }
-
-
-def default_modality_roles(
-    roles: Sequence[str] | None, modalities: Sequence[str], *, tags: Mapping[str, str]
-) -> dict[str, str | None]:
-    """What ``modality_roles: ~`` means: ``{role: modality}``, ``None`` where none plays a role.
-
-    Args:
-        roles: the model's fixed roles, or None for free roles (every modality, own name).
-        modalities: the dataset's modality names, in declaration order.
-        tags: ``{modality: role}`` declared by the dataset (:func:`role_tags`).
-    """
-    if roles is None:
-        return {name: name for name in modalities}
-    mapping = {}
-    for role in roles:
-        tagged = [name for name in modalities if tags.get(name) == role]
-        named = [name for name in USUAL_NAMES.get(role, (role,)) if name in modalities]
-        mapping[role] = (tagged + named + [None])[0]
-    return mapping
-
-
-def resolve_modality_roles(
-    requested,
-    *,
-    roles: Sequence[str] | None,
-    modalities: Sequence[str],
-    tags: Mapping[str, str],
-    dataset: str,
-    model: str,
-) -> tuple[dict[str, str], list[str]]:
-    """``(mapping of the roles used, roles no modality plays)`` for ``modality_roles``.
-
-    The second list is non-empty only for ``~`` with fixed roles the dataset lacks.
-
-    Raises:
-        ValueError: naming the key, the role, the modality and the dataset's modalities.
-    """
-    available = list(modalities)
-    if requested is None:
-        mapping = default_modality_roles(roles, available, tags=tags)
-        return {r: m for r, m in mapping.items() if m is not None}, [
-            r for r, m in mapping.items() if m is None
-        ]
-    if roles is not None:
-        example = "{" + ", ".join(f"{r}: <modality>" for r in roles) + "}"
-    else:
-        example = "{" + ", ".join(f"{m}: {m}" for m in available[:2]) + "}"
-    if not isinstance(requested, Mapping):
-        raise ValueError(
-            f"modality_roles = {requested!r} must map {model}'s content roles to modalities of "
-            f"dataset '{dataset}' ({available}), e.g. {example}; ~ means the default, {{}} none."
-        )
-    if roles is not None:
-        unknown = [r for r in requested if r not in roles]
-        if unknown:
-            raise ValueError(
-                f"modality_roles = {dict(requested)!r} names the role '{unknown[0]}', which "
-                f"{model} does not have: its roles are {list(roles)}. Map each to a modality of "
-                f"dataset '{dataset}' ({available}) or to null to drop it, e.g. {example}."
-            )
-        order = [r for r in roles if r in requested]
-    else:
-        order = list(requested)
-    mapping = {}
-    for role in order:
-        modality = requested[role]
-        if modality is None:
-            continue
-        if modality not in available:
-            raise ValueError(
-                f"modality_roles['{role}'] = {modality!r}, but dataset '{dataset}' has the "
-                f"modalities {available}. Map the role to one of them, or to null to run "
-                f"{model} without it."
-            )
-        mapping[role] = modality
-    return mapping, []
 
 
 class FeatureBank(nn.Module):

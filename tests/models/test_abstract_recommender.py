@@ -11,12 +11,8 @@ from conftest import seeded_model, tiny_splits
 
 from recbole_mm.config import Config
 from recbole_mm.data.adjacency import mean_adjacency, normalized_adjacency
-from recbole_mm.model.abstract_recommender import (
-    FeatureBank,
-    default_modality_roles,
-    resolve_modality_roles,
-    role_tags,
-)
+from recbole_mm.data.modalities import default_modality_roles, resolve_modality_roles, role_tags
+from recbole_mm.model.abstract_recommender import FeatureBank
 from recbole_mm.smoke import tiny_settings
 from recbole_mm.utils import recbole_mm_models
 

@@ -37,11 +37,8 @@ from recbole.model.loss import BPRLoss
 from recbole.utils import InputType
 from torch import nn
 
-from recbole_mm.model.abstract_recommender import (
-    USUAL_NAMES,
-    MultimodalGeneralRecommender,
-    role_tags,
-)
+from recbole_mm.data.modalities import USUAL_NAMES, role_tags
+from recbole_mm.model.abstract_recommender import MultimodalGeneralRecommender
 from recbole_mm.model.checks import number, whole
 from recbole_mm.model.layers.edge_pruning import degree_sensitive_prune
 from recbole_mm.model.layers.graph import LightGCNPropagation
