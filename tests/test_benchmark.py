@@ -25,6 +25,7 @@ from recbole_mm.benchmark import (
     summarise,
     write_csv,
 )
+from recbole_mm.experiments.results import markdown_table
 from recbole_mm.experiments.timer import TimedTrainerMixin, with_timer
 from recbole_mm.utils import UnknownModelError
 
@@ -111,6 +112,24 @@ def test_reports_from_run_records(tmp_path):
     assert len(rows_csv) == 7 and rows_csv[0]["test_ndcg@10"] == "0.1"
     plot_valid_curves(runs, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_costs_are_shown_against_the_backbone_in_the_table():
+    runs = [
+        _record("GTC", 1, 0.2, train_s_per_epoch=6.0, valid_s_mean=2.0),
+        _record("LightGCN", 1, 0.2, train_s_per_epoch=2.0, valid_s_mean=0.5),
+        _record("SASRec", 1, 0.2, train_s_per_epoch=1.0, valid_s_mean=1.0),
+    ]
+    table = [line for line in markdown_table(summarise(runs)).splitlines()]
+    header = table[0].split(" | ")
+    # LightGCN comes first in COST_BACKBONES: it is the yardstick even though SASRec is there.
+    at = header.index("s/epoch x LightGCN")
+    assert header[at - 1] == "s/epoch" and header[at + 2] == "eval s x LightGCN"
+    gtc = table[2].split(" | ")
+    assert gtc[at] == "3.00" and gtc[at + 2] == "4.00"
+    assert table[4].split(" | ")[at] == "0.50"  # SASRec against LightGCN
+    alone = markdown_table(summarise(runs[:1])).splitlines()[0]
+    assert "x LightGCN" not in alone and "x SASRec" not in alone
 
 
 class _FakeTrainer:

@@ -131,6 +131,21 @@ def _fmt(pair: tuple[float | None, float | None], digits: int, thousands: bool =
     return text
 
 
+# The backbones whose cost the others are shown against, the first one present in a table.
+COST_BACKBONES = ("LightGCN", "SASRec")
+
+
+def cost_backbone(rows: Sequence[dict]) -> dict | None:
+    """The row of the first of :data:`COST_BACKBONES` with a successful run, or None."""
+    by_model = {row["model"]: row for row in rows if row["seeds"]}
+    return next((by_model[name] for name in COST_BACKBONES if name in by_model), None)
+
+
+def _ratio(row: dict, base: dict, key: str) -> str:
+    mean, base_mean = row[key][0], base[key][0]
+    return "–" if mean is None or not base_mean else f"{mean / base_mean:.2f}"
+
+
 def markdown_table(rows: Sequence[dict]) -> str:
     """The Markdown table of :func:`summarise`'s rows.
 
@@ -138,7 +153,9 @@ def markdown_table(rows: Sequence[dict]) -> str:
     the long-tail group when the runs measured it (the validation metric on test and on
     validation over the held-out pairs whose item has at most N training users, e.g.
     ``test ndcg@10 (items <= 5)``, and the number of such test pairs), train s/epoch,
-    validation s, peak MB (RSS; GPU MB too when a run used a GPU), #params, epochs, and
+    validation s (each followed by its ratio to the mean of the first of
+    :data:`COST_BACKBONES` in the table, e.g. ``x LightGCN``, when one is there), peak MB (RSS;
+    GPU MB too when a run used a GPU), #params, epochs, and
     ``split`` (``same`` when the model's test split equals the most common one of each seed,
     ``DIFFERS`` otherwise).
 
@@ -160,7 +177,11 @@ def markdown_table(rows: Sequence[dict]) -> str:
     if new_items:
         metric = one_valid or "valid metric"
         header += [f"test {metric} (new items among all)", f"test {metric} (new items among new)"]
-    header += ["s/epoch", "eval s", "peak MB", *(["GPU MB"] if gpu else [])]
+    base = cost_backbone(rows)
+    times = ["s/epoch", "eval s"]
+    if base is not None:
+        times = ["s/epoch", f"s/epoch x {base['model']}", "eval s", f"eval s x {base['model']}"]
+    header += [*times, "peak MB", *(["GPU MB"] if gpu else [])]
     header += ["#params", "epochs", "split"]
     table = []
     for row in rows:
@@ -181,7 +202,9 @@ def markdown_table(rows: Sequence[dict]) -> str:
                     _fmt(row[part].get(vm, (None, None)), 4)
                     for part in ("test_new_all", "test_new_new")
                 ]
-            cells += [_fmt(row["train_s_per_epoch"], 2), _fmt(row["valid_s_mean"], 2)]
+            for key in ("train_s_per_epoch", "valid_s_mean"):
+                cells += [_fmt(row[key], 2)]
+                cells += [_ratio(row, base, key)] if base is not None else []
             cells += [_fmt(row["peak_rss_mb"], 0, thousands=True)]
             cells += [_fmt(row["peak_gpu_mb"], 0, thousands=True)] if gpu else []
             epoch_digits = 1 if row["epochs"][1] else 0  # a fraction only when seeds differ
