@@ -39,3 +39,23 @@ def test_gradients_and_bad_input():
         info_nce_loss(a, b, temperature=0)
     with pytest.raises(ValueError, match="same"):
         info_nce_loss(a, b[:3], temperature=0.2)
+
+
+def test_candidates_form_by_hand():
+    """LGMRec's L_hcl: every row of the other view as a candidate, summed over the batch."""
+    anchor = torch.tensor([[2.0, 0.0]])  # cosine scores: normalised first
+    positive = torch.tensor([[3.0, 0.0]])
+    candidates = torch.tensor([[1.0, 0.0], [0.0, 5.0]])
+    loss = info_nce_loss(anchor, positive, candidates=candidates, temperature=1.0, reduction="sum")
+    torch.testing.assert_close(loss, torch.tensor(math.log(math.e + 1.0) - 1.0))
+    # summed over the batch, not averaged
+    twice = info_nce_loss(
+        anchor.repeat(2, 1),
+        positive.repeat(2, 1),
+        candidates=candidates,
+        temperature=1.0,
+        reduction="sum",
+    )
+    torch.testing.assert_close(twice, 2 * loss)
+    sharp = info_nce_loss(anchor, positive, candidates=candidates, temperature=0.2, reduction="sum")
+    torch.testing.assert_close(sharp, torch.tensor(math.log(1.0 + math.exp(-5.0))))

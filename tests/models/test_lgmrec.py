@@ -4,13 +4,9 @@ noise, full ranking against pairwise scores, bad settings, an end-to-end run."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from conftest import TINY, seeded_model, tiny_config, tiny_splits
-
-from recbole_mm.model.general_recommender.lgmrec import hypergraph_contrastive_loss
 
 TINY_LGMREC = {"n_hyperedges": 3}
 
@@ -56,21 +52,6 @@ def test_hyperedge_assignments_are_distributions_noisy_only_in_training(tiny):
             torch.testing.assert_close(h.sum(-1), torch.ones(h.shape[0]))
         again, _ = model.hyperedge_assignments("image")
         assert torch.equal(items_h, again) != training  # Gumbel noise only in training
-
-
-def test_contrastive_loss_by_hand():
-    anchor = torch.tensor([[2.0, 0.0]])  # cosine scores: normalised first
-    positive = torch.tensor([[3.0, 0.0]])
-    candidates = torch.tensor([[1.0, 0.0], [0.0, 5.0]])
-    loss = hypergraph_contrastive_loss(anchor, positive, candidates, temperature=1.0)
-    torch.testing.assert_close(loss, torch.tensor(math.log(math.e + 1.0) - 1.0))
-    # summed over the batch, not averaged
-    twice = hypergraph_contrastive_loss(
-        anchor.repeat(2, 1), positive.repeat(2, 1), candidates, temperature=1.0
-    )
-    torch.testing.assert_close(twice, 2 * loss)
-    sharp = hypergraph_contrastive_loss(anchor, positive, candidates, temperature=0.2)
-    torch.testing.assert_close(sharp, torch.tensor(math.log(1.0 + math.exp(-5.0))))
 
 
 def test_contrastive_weight_trains_the_hyperedges_without_the_global_term(tiny):

@@ -41,6 +41,7 @@ from torch import nn
 
 from recbole_mm.model.abstract_recommender import MultimodalGeneralRecommender
 from recbole_mm.model.checks import number, whole
+from recbole_mm.model.layers.contrastive import info_nce_loss
 from recbole_mm.model.layers.graph import LightGCNPropagation
 from recbole_mm.model.layers.hypergraph import (
     HypergraphPropagation,
@@ -49,24 +50,6 @@ from recbole_mm.model.layers.hypergraph import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def hypergraph_contrastive_loss(
-    anchor: torch.Tensor, positive: torch.Tensor, candidates: torch.Tensor, *, temperature: float
-) -> torch.Tensor:
-    """(L_hcl) InfoNCE of one modality's embeddings against another's, summed over the batch.
-
-    ``sum_k -log( exp(s(a_k, p_k) / tau) / sum_j exp(s(a_k, c_j) / tau) )`` with ``s`` the
-    cosine similarity; the candidates are every user (or item) of the other modality, the
-    positive among them.
-
-    Shapes:
-        anchor, positive: ``[B, d]``; candidates: ``[N, d]``; returns a scalar.
-    """
-    anchor, positive, candidates = (F.normalize(x, dim=-1) for x in (anchor, positive, candidates))
-    positive_score = (anchor * positive).sum(-1) / temperature  # [B]
-    all_scores = anchor @ candidates.T / temperature  # [B, N]
-    return (torch.logsumexp(all_scores, dim=-1) - positive_score).sum()
 
 
 class LGMRec(MultimodalGeneralRecommender):
@@ -219,15 +202,18 @@ class LGMRec(MultimodalGeneralRecommender):
         for a, first in enumerate(self.roles):  # (L_hcl): users and positive items
             for second in self.roles[a + 1 :]:
                 (users_a, items_a), (users_b, items_b) = views[first], views[second]
-                hcl = hcl + hypergraph_contrastive_loss(
-                    users_a[user], users_b[user], users_b[1:], temperature=self.cl_temperature
-                )
-                hcl = hcl + hypergraph_contrastive_loss(
-                    items_a[pos_item],
-                    items_b[pos_item],
-                    items_b[1:],
-                    temperature=self.cl_temperature,
-                )
+                # InfoNCE against every user (item) of the other modality, summed over the batch
+                for rows, (view_a, view_b) in (
+                    (user, (users_a, users_b)),
+                    (pos_item, (items_a, items_b)),
+                ):
+                    hcl = hcl + info_nce_loss(
+                        view_a[rows],
+                        view_b[rows],
+                        candidates=view_b[1:],
+                        temperature=self.cl_temperature,
+                        reduction="sum",
+                    )
         # (L_reg): the official code's norms (not squared) of the batch's final embeddings / B
         reg = (u.norm() + pos.norm() + neg.norm()) / neg.shape[0]
         return bpr + self.cl_weight * hcl + self.reg_weight * reg
