@@ -77,4 +77,22 @@ def mean_adjacency(
     ).coalesce()
 
 
+def user_item_block(adjacency: torch.Tensor, *, n_users: int) -> torch.Tensor:
+    """The users' rows and items' columns of a bipartite adjacency (users first), sparse.
+
+    Shapes:
+        adjacency: ``[n_users + n_items]^2`` sparse; returns ``[n_users, n_items]``.
+    """
+    adjacency = adjacency.coalesce()
+    rows, cols = adjacency.indices()
+    keep = (rows < n_users) & (cols >= n_users)
+    n_items = adjacency.shape[0] - n_users
+    return torch.sparse_coo_tensor(
+        torch.stack([rows[keep], cols[keep] - n_users]),
+        adjacency.values()[keep],
+        (n_users, n_items),
+        check_invariants=True,
+    ).coalesce()
+
+
 ADJACENCY_NORMS = {"symmetric": normalized_adjacency, "mean": mean_adjacency}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import TINY, seeded_model, tiny_config, tiny_splits
 
-from recbole_mm.model.general_recommender.mgcn import user_item_block
+from recbole_mm.data.adjacency import user_item_block
 from recbole_mm.model.layers.knn_graph import knn_item_graph
 
 TINY_MGCN = {"knn_k": 3}

@@ -36,30 +36,13 @@ from recbole.model.loss import BPRLoss, EmbLoss
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_mm.data.adjacency import user_item_block
 from recbole_mm.model.abstract_recommender import MultimodalGeneralRecommender
 from recbole_mm.model.checks import number, whole
 from recbole_mm.model.layers.contrastive import info_nce_loss
 from recbole_mm.model.layers.fusion import BehaviourAwareFusion
 from recbole_mm.model.layers.graph import LightGCNPropagation
 from recbole_mm.model.layers.knn_graph import knn_item_graph
-
-
-def user_item_block(adjacency: torch.Tensor, *, n_users: int) -> torch.Tensor:
-    """The users' rows and items' columns of a bipartite adjacency (users first), sparse.
-
-    Shapes:
-        adjacency: ``[n_users + n_items]^2`` sparse; returns ``[n_users, n_items]``.
-    """
-    adjacency = adjacency.coalesce()
-    rows, cols = adjacency.indices()
-    keep = (rows < n_users) & (cols >= n_users)
-    n_items = adjacency.shape[0] - n_users
-    return torch.sparse_coo_tensor(
-        torch.stack([rows[keep], cols[keep] - n_users]),
-        adjacency.values()[keep],
-        (n_users, n_items),
-        check_invariants=True,
-    ).coalesce()
 
 
 class BehaviourGuidedPurifier(nn.Module):
