@@ -339,3 +339,24 @@ class MultimodalSequentialDataset(MultimodalMixin, SequentialDataset):
         """The unique (user, item) pairs of the targets and the history items
         (:func:`training_pairs`)."""
         return training_pairs(self)
+
+
+class LeaveOneOutDataset(MultimodalSequentialDataset):
+    """The multimodal sequential dataset, refusing pre-split files with what to use instead.
+
+    RecBole's sequential datasets read ``benchmark_filename`` files only as ready-made
+    ``item_id_list`` sequences and fail with an ``AttributeError`` on plain interaction files
+    such as the MMRec split of ``amazon-sports``.
+    """
+
+    def __init__(self, config):
+        if config["benchmark_filename"]:
+            name, model = config["dataset"], config["model"]
+            raise ValueError(
+                f"{model} is evaluated leave-one-out (its paper's protocol), but dataset '{name}' "
+                f"is pre-split (benchmark_filename = {list(config['benchmark_filename'])}), "
+                "which a sequential model cannot read. Build a leave-one-out copy with "
+                "dataset_tools.amazon --split loo (e.g. --name amazon-sports-seq) and a YAML "
+                "like properties/dataset/amazon-beauty.yaml; docs/models/CEMG.md has the commands."
+            )
+        super().__init__(config)

@@ -124,17 +124,6 @@ class MultimodalRecommender:
             adjacency = dataset.normalized_adjacency(self.adjacency_norm)
             self.register_buffer("adjacency", adjacency, persistent=False)
 
-    def check_ranges(self, checks) -> None:
-        """Refuse the first setting out of its range: ``checks`` holds ``(key, value, ok,
-        rule)`` tuples, e.g. ``("knn_k", k, k >= 1, ">= 1")``; the error names the key, the
-        value, the rule and where the default lives."""
-        for key, value, ok, rule in checks:
-            if not ok:
-                raise ValueError(
-                    f"{key} = {value!r} must be {rule}; set it on the command line or in a "
-                    f"config file (default: properties/model/{type(self).__name__}.yaml)."
-                )
-
     def _resolve_modality_roles(self, config, dataset) -> dict[str, str]:
         model, name, available = type(self).__name__, config["dataset"], list(dataset.modalities)
         mapping, missing = resolve_modality_roles(

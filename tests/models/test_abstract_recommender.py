@@ -137,7 +137,7 @@ def test_every_model_takes_its_features_from_the_base(tiny_root):
         # TIGER reads one content modality (its paper's text); the others all of tiny-mm's.
         expected = {"text"} if name == "TIGER" else {"text", "image"}
         assert set(model.modality_roles.values()) == expected, name
-        as_loaded = ("GTC", "IMECD", "FREEDOM", "BM3", "LATTICE", "TIGER")
+        as_loaded = ("GTC", "IMECD", "FREEDOM", "BM3", "LATTICE", "MGCN", "LGMRec", "TIGER")
         if name in as_loaded:  # the others transform theirs
             for role, modality in model.modality_roles.items():
                 assert torch.equal(model.features[role], dataset.modality_features(modality))

@@ -192,7 +192,7 @@ def test_the_papers_sizes_are_the_defaults():
 
 def test_bad_configuration(tiny_root):
     config, train, _, _ = _setup(tiny_root, user_hash_buckets=-1)
-    with pytest.raises(ValueError, match="user_hash_buckets = -1 must be >= 0"):
+    with pytest.raises(ValueError, match="user_hash_buckets = -1 must be an integer >= 0"):
         _model(config, train)
     config, train, _, _ = _setup(tiny_root, modality_roles={})
     with pytest.raises(ValueError, match="TIGER tokenises item content"):

@@ -58,13 +58,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_mm.model.checks import one_of, whole
 from recbole_mm.model.generative import warn_renamed
 from recbole_mm.model.layers.fusion import CollaborativeGuidedFusion
 from recbole_mm.model.layers.graph import LightGCNPropagation
 from recbole_mm.model.layers.pca import PCA
 from recbole_mm.model.layers.t5_generator import count_parameters
 from recbole_mm.model.sequential_recommender.semantic_id_sequential import (
-    LeaveOneOutDataset,
     SemanticIdSequentialRecommender,
 )
 
@@ -94,9 +94,6 @@ def diversity_loss(
     return total / levels
 
 
-CEMGDataset = LeaveOneOutDataset  # the name CEMG's dataset class had before TIGER shared it
-
-
 class CEMG(SemanticIdSequentialRecommender):
     """Content roles visual and textual (``modality_roles``, ``self.features``, PCA-reduced
     in ``_build_item_side``) and the LightGCN graph of the training sequences (``self.adjacency``)
@@ -107,6 +104,13 @@ class CEMG(SemanticIdSequentialRecommender):
     require_content_roles = True
     adjacency_norm = "symmetric"
     stages = ("collab", "tokenizer", "generator")
+    SETTINGS = {
+        **SemanticIdSequentialRecommender.SETTINGS,
+        "embedding_size": whole(1),
+        "n_layers": whole(0),
+        "decoder_only_layers": whole(1),
+        "generator_backbone": one_of("t5", "decoder"),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)  # _build_item_side builds the collab stage's layers
@@ -130,8 +134,6 @@ class CEMG(SemanticIdSequentialRecommender):
                 f"CEMG: use_collab is False and modality_roles = {config['modality_roles']!r} "
                 "uses no content role: nothing would represent the items."
             )
-        if self.dim < 1:
-            raise ValueError(f"CEMG: embedding_size = {self.dim} must be >= 1.")
 
         # data: PCA-reduced content (Sec. 3.2); the training graph is the base class's adjacency
         for role in self.roles:

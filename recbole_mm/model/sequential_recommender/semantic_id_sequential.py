@@ -30,9 +30,10 @@ import torch
 import torch.nn.functional as F
 from recbole.utils import InputType
 
-from recbole_mm.data.dataset import MultimodalSequentialDataset
+from recbole_mm.data.dataset import LeaveOneOutDataset
 from recbole_mm.model.abstract_recommender import MultimodalSequentialRecommender
-from recbole_mm.model.generative import SemanticIdRecommender, placeholder_codes
+from recbole_mm.model.checks import one_of, whole
+from recbole_mm.model.generative import SemanticIdRecommender, beam_size_for, placeholder_codes
 from recbole_mm.model.layers.quantizer import (
     CodeSpaceFull,
     ResidualQuantizer,
@@ -42,29 +43,6 @@ from recbole_mm.model.layers.quantizer import (
 )
 from recbole_mm.model.layers.t5_generator import CodeGenerator
 
-COLLISION_POLICIES = ("reassign", "append")
-
-
-class LeaveOneOutDataset(MultimodalSequentialDataset):
-    """The multimodal sequential dataset, refusing pre-split files with what to use instead.
-
-    RecBole's sequential datasets read ``benchmark_filename`` files only as ready-made
-    ``item_id_list`` sequences and fail with an ``AttributeError`` on plain interaction files
-    such as the MMRec split of ``amazon-sports``.
-    """
-
-    def __init__(self, config):
-        if config["benchmark_filename"]:
-            name, model = config["dataset"], config["model"]
-            raise ValueError(
-                f"{model} is evaluated leave-one-out (its paper's protocol), but dataset '{name}' "
-                f"is pre-split (benchmark_filename = {list(config['benchmark_filename'])}), "
-                "which a sequential model cannot read. Build a leave-one-out copy with "
-                "dataset_tools.amazon --split loo (e.g. --name amazon-sports-seq) and a YAML "
-                "like properties/dataset/amazon-beauty.yaml; docs/models/CEMG.md has the commands."
-            )
-        super().__init__(config)
-
 
 class SemanticIdSequentialRecommender(SemanticIdRecommender, MultimodalSequentialRecommender):
     """RQ-VAE item codes and a generator of the next item's codes (see the module docstring)."""
@@ -72,6 +50,17 @@ class SemanticIdSequentialRecommender(SemanticIdRecommender, MultimodalSequentia
     input_type = InputType.POINTWISE
     stages: tuple[str, ...] = ("tokenizer", "generator")
     dataset_class = LeaveOneOutDataset
+    SETTINGS = {
+        "rq_levels": whole(1),
+        "rq_codebook_size": whole(1),
+        "history_length": whole(1),
+        "beam_size": whole(1, optional=True),
+        # reassign: a free last-level code (CEMG); append: a further code level (TIGER)
+        "collision_policy": one_of("reassign", "append"),
+        # hf: transformers' generate with a trie logits processor; shared: the project's
+        # constrained_beam_search (the same items and scores)
+        "generation_backend": one_of("shared", "hf"),
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -82,11 +71,9 @@ class SemanticIdSequentialRecommender(SemanticIdRecommender, MultimodalSequentia
         self.rq_batch_size = config["rq_batch_size"]
         self.collision_policy = config["collision_policy"]
         self.history_length = config["history_length"]
-        self.max_topk = max(config["topk"])
-        self.beam_size = config["beam_size"] or self.max_topk
+        self.beam_size, self.max_topk = beam_size_for(config)
         self.generation_batch_size = config["generation_batch_size"]
         self.generation_backend = config["generation_backend"]
-        self._check(config)
 
         # data: item popularity in training (the collision policy's order)
         _, items = dataset.interaction_pairs()
@@ -151,30 +138,6 @@ class SemanticIdSequentialRecommender(SemanticIdRecommender, MultimodalSequentia
             "tokenizer": (self.rq_encoder, self.quantizer, self.rq_decoder),
             "generator": (self.generator,),
         }
-
-    # -- configuration ------------------------------------------------------------------------
-    def _check(self, config):
-        name = type(self).__name__
-        if self.generation_backend not in ("hf", "shared"):
-            raise ValueError(
-                f"generation_backend = {self.generation_backend!r} must be 'hf' "
-                "(transformers' generate with a trie logits processor) or 'shared' "
-                "(recbole_mm.model.layers.semantic_ids.constrained_beam_search)."
-            )
-        if self.collision_policy not in COLLISION_POLICIES:
-            raise ValueError(
-                f"collision_policy = {self.collision_policy!r} must be one of {COLLISION_POLICIES}."
-            )
-        if self.beam_size < self.max_topk:
-            raise ValueError(
-                f"beam_size = {self.beam_size} is below the largest cut-off in topk = "
-                f"{list(config['topk'])}: items outside the beams would be ranked arbitrarily. "
-                f"Set beam_size >= {self.max_topk}, leave it empty (~) to use max(topk), or "
-                "drop the larger cut-offs from topk."
-            )
-        for key in ("rq_levels", "rq_codebook_size", "history_length"):
-            if config[key] < 1:
-                raise ValueError(f"{name}: {key} = {config[key]} must be >= 1.")
 
     # -- stages -------------------------------------------------------------------------------
     def set_stage(self, stage: str) -> None:

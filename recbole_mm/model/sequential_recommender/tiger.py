@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import torch
 
+from recbole_mm.model.checks import whole
 from recbole_mm.model.sequential_recommender.semantic_id_sequential import (
     SemanticIdSequentialRecommender,
 )
@@ -65,6 +66,11 @@ class TIGER(SemanticIdSequentialRecommender):
     content_roles = ("textual",)
     require_content_roles = True
     stages = ("tokenizer", "generator")
+    SETTINGS = {
+        **SemanticIdSequentialRecommender.SETTINGS,
+        "user_hash_buckets": whole(0),
+        "t5_d_kv": whole(1, optional=True),
+    }
 
     def _build_item_side(self, config, dataset) -> int:
         # load parameters
@@ -76,12 +82,6 @@ class TIGER(SemanticIdSequentialRecommender):
                 f"{config['modality_roles']!r} leaves none; map the textual role to a modality "
                 f"of dataset '{config['dataset']}' ({list(dataset.modalities)})."
             )
-        self.check_ranges(
-            [
-                ("user_hash_buckets", self.user_hash_buckets, self.user_hash_buckets >= 0, ">= 0"),
-                ("t5_d_kv", self.d_kv, self.d_kv is None or self.d_kv >= 1, ">= 1 or ~"),
-            ]
-        )
         return self.features.width  # Sec. 3.1: the content embedding itself
 
     def _item_vectors(self) -> torch.Tensor:
