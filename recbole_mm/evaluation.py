@@ -35,6 +35,30 @@ def training_item_counts(dataset) -> torch.Tensor:
 
 
 @torch.no_grad()
+def evaluation_history(eval_data, *, n_users: int) -> torch.Tensor | None:
+    """The items RecBole's full-sort evaluation of ``eval_data`` masks, per user.
+
+    RecBole's ``FullSortEvalDataLoader`` builds, for a general (non-sequential) model, each
+    user's history as the items used up to this phase minus the phase's positives (validation:
+    the training items; test: training and validation items), and
+    ``Trainer._full_sort_batch_eval`` sets their scores to ``-inf``. A sequential loader masks
+    nothing but item 0: ``None``.
+
+    Returns:
+        ``[n_users, H]`` long, 0-padded, sorted per row; ``None`` for a sequential loader.
+    """
+    per_user = getattr(eval_data, "uid2history_item", None)
+    if getattr(eval_data, "is_sequential", False) or per_user is None:
+        return None
+    rows = [torch.as_tensor(h if h is not None else [], dtype=torch.long) for h in per_user]
+    rows += [torch.zeros(0, dtype=torch.long)] * (n_users - len(rows))
+    width = max([r.numel() for r in rows] + [1])
+    history = torch.zeros(n_users, width, dtype=torch.long)
+    for user, items in enumerate(rows):
+        history[user, : items.numel()] = items.sort().values
+    return history
+
+
 def target_ranks(model, eval_data) -> tuple[torch.Tensor, torch.Tensor]:
     """0-based rank of every held-out target among all items, and the target items.
 

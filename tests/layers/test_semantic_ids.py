@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
+from recbole_mm.evaluation import evaluation_history
 from recbole_mm.model.layers.semantic_ids import (
     SemanticIdTrie,
     beam_scores_to_matrix,
     constrained_beam_search,
-    evaluation_history,
     history_mask,
     ranking_scores,
     reorder_state,

@@ -63,6 +63,7 @@ from recbole.model.loss import BPRLoss
 from recbole.utils import InputType
 from torch import nn
 
+from recbole_mm.evaluation import evaluation_history
 from recbole_mm.model.abstract_recommender import MultimodalGeneralRecommender
 from recbole_mm.model.checks import one_of, whole
 from recbole_mm.model.generative import (
@@ -82,7 +83,7 @@ from recbole_mm.model.layers.relation_attention import (
     CachedTransformerDecoder,
     RelationAwareEncoder,
 )
-from recbole_mm.model.layers.semantic_ids import evaluation_history, history_mask
+from recbole_mm.model.layers.semantic_ids import history_mask
 
 STAGES = ("tokenizer", "generator")
 
