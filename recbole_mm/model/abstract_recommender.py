@@ -29,7 +29,7 @@ Content roles. A model names the content it uses by role.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -180,3 +180,43 @@ class MultimodalSequentialRecommender(MultimodalRecommender, SequentialRecommend
     The training graph of a sequential split joins every user to its target and history items
     (:func:`recbole_mm.data.dataset.training_pairs`).
     """
+
+
+class MultiStageRecommender:
+    """Mixin: the contract of :class:`recbole_mm.trainer.multistage.MultiStageTrainer`.
+
+    A model trained in stages (MMGRec, CEMG, TIGER) lists them in ``stages``, in training
+    order, and says in :meth:`_stage_modules` which modules (or parameters) each trains. The
+    trainer, for each stage it runs: calls :meth:`set_stage`, then :meth:`prepare_stage`,
+    builds the optimiser over the parameters that then require gradients, trains with
+    ``calculate_loss`` (which reads ``self.stage``) and saves a stage checkpoint; before every
+    evaluation it calls :meth:`prepare_evaluation`.
+    """
+
+    stages: tuple[str, ...] = ()
+    stage: str
+
+    def _stage_modules(self) -> Mapping[str, Sequence[nn.Module | nn.Parameter]]:
+        """``{stage: the modules or parameters it trains}``, for every stage."""
+        raise NotImplementedError
+
+    def set_stage(self, stage: str) -> None:
+        """Make ``stage`` the one ``calculate_loss`` optimises: only its modules require
+        gradients."""
+        if stage not in self.stages:
+            raise ValueError(
+                f"{type(self).__name__}: unknown stage {stage!r}; stages are {self.stages}."
+            )
+        self.stage = stage
+        trainable = self._stage_modules()[stage]
+        self.requires_grad_(False)
+        for part in trainable:
+            part.requires_grad_(True)
+
+    def prepare_stage(self, stage: str, train_data=None) -> None:
+        """Called after :meth:`set_stage` and before the stage's optimiser is built (e.g. to
+        assign codes with a trained tokenizer); by default nothing."""
+
+    def prepare_evaluation(self, eval_data) -> None:
+        """Called before each evaluation with its loader (e.g. to exclude what RecBole masks
+        from a generative search); by default nothing."""

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from recbole_mm.model.abstract_recommender import MultiStageRecommender
 from recbole_mm.model.layers.quantizer import collision_report
 from recbole_mm.model.layers.semantic_ids import (
     SemanticIdTrie,
@@ -75,7 +76,7 @@ def warn_renamed(old: str, new: str) -> None:
     )
 
 
-class SemanticIdRecommender:
+class SemanticIdRecommender(MultiStageRecommender):
     """Mixin for a RecBole recommender that ranks by generating semantic ids.
 
     Owns:
@@ -114,6 +115,13 @@ class SemanticIdRecommender:
     """
 
     legacy_state_keys: dict[str, str] = {}  # old buffer name -> current name
+
+    def set_stage(self, stage: str) -> None:
+        """:meth:`MultiStageRecommender.set_stage`; a stage before the last (a tokenizer being
+        (re)trained) also marks the codes stale, so that the generator's stage assigns new ones."""
+        super().set_stage(stage)
+        if stage != self.stages[-1]:
+            self.codes_assigned.fill_(False)
 
     def init_item_codes(self, codes: torch.Tensor) -> None:
         """Register ``item_codes`` (starting at ``codes``) and ``codes_assigned`` (False).

@@ -44,6 +44,7 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_mm.model.abstract_recommender import MultiStageRecommender
 from recbole_mm.trainer.checkpoint import (
     SafeCheckpointMixin,
     resume_fix,
@@ -92,8 +93,12 @@ class MultiStageTrainer(SafeCheckpointMixin, Trainer):
                 f"{type(model).__name__}.stages = {stages!r}: names must be unique, not 'all' "
                 "and not end with '+'"
             )
-        if not callable(getattr(model, "set_stage", None)):
-            raise ValueError(f"{type(model).__name__} declares stages but no set_stage(stage)")
+        if not isinstance(model, MultiStageRecommender):
+            raise ValueError(
+                f"{type(model).__name__} declares stages but is no MultiStageRecommender "
+                "(recbole_mm.model.abstract_recommender): the trainer needs its set_stage, "
+                "prepare_stage and prepare_evaluation"
+            )
         super().__init__(config, model)
         self.stages = stages
         self.stage_epochs = self._per_stage("stage_epochs", config["epochs"], int)
@@ -268,9 +273,7 @@ class MultiStageTrainer(SafeCheckpointMixin, Trainer):
     def _enter_stage(self, stage: str, train_data) -> None:
         self.stage = stage
         self.model.set_stage(stage)
-        prepare = getattr(self.model, "prepare_stage", None)
-        if callable(prepare):
-            prepare(stage, train_data)
+        self.model.prepare_stage(stage, train_data)
         self.epochs = self.stage_epochs[stage]
         self.eval_step = min(self.config["eval_step"], self.epochs)
         self.learning_rate = self.stage_learning_rate[stage]
@@ -402,9 +405,7 @@ class MultiStageTrainer(SafeCheckpointMixin, Trainer):
             return None
         # Generative models exclude from their beams what RecBole masks for this loader
         # (test: training and validation items), so that no unscored item fills the top-k.
-        prepare = getattr(self.model, "prepare_evaluation", None)
-        if prepare is not None:
-            prepare(eval_data)
+        self.model.prepare_evaluation(eval_data)
         return super().evaluate(
             eval_data,
             load_best_model=load_best_model,

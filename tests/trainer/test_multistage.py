@@ -9,6 +9,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType, ModelType
 from torch import nn
 
+from recbole_mm.model.abstract_recommender import MultiStageRecommender
 from recbole_mm.quick_start import build, prepare
 from recbole_mm.trainer import MultiStageTrainer
 from recbole_mm.trainer.checkpoint import last_checkpoint_file
@@ -16,7 +17,7 @@ from recbole_mm.trainer.multistage import stage_checkpoint_path
 from recbole_mm.utils import get_trainer, recbole_mm_models
 
 
-class ToyTwoStage(GeneralRecommender):
+class ToyTwoStage(MultiStageRecommender, GeneralRecommender):
     """Stage "items" trains item vectors against a fixed anchor; "users" trains user vectors."""
 
     input_type = InputType.PAIRWISE
@@ -31,10 +32,11 @@ class ToyTwoStage(GeneralRecommender):
         self.stage = None
         self.log = []  # (event, stage, item weights at that moment)
 
+    def _stage_modules(self):
+        return {"items": [self.item], "users": [self.user]}
+
     def set_stage(self, stage):
-        self.stage = stage
-        self.item.weight.requires_grad_(stage == "items")
-        self.user.weight.requires_grad_(stage == "users")
+        super().set_stage(stage)
         self.log.append(("set_stage", stage, None))
 
     def prepare_stage(self, stage, train_data):
@@ -98,6 +100,17 @@ def _events(model, event):
 
 def _load(path):
     return torch.load(path, weights_only=True)  # the stage checkpoints hold no pickled object
+
+
+def test_a_model_with_stages_must_be_a_multistage_recommender():
+    class Plain(nn.Module):  # stages and a set_stage, but not the declared contract
+        stages = ("a", "b")
+
+        def set_stage(self, stage):
+            self.stage = stage
+
+    with pytest.raises(ValueError, match="no MultiStageRecommender"):
+        MultiStageTrainer(None, Plain())
 
 
 def test_get_trainer_picks_the_multistage_trainer(toy):

@@ -261,34 +261,25 @@ class MMGRec(SemanticIdRecommender, MultimodalGeneralRecommender):
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
         self._tokenizer_steps = 0
-        self.stage = STAGES[0]
         self.set_stage(STAGES[0])
 
     # -- stages ------------------------------------------------------------------------------
-    def set_stage(self, stage: str) -> None:
-        """Select what ``calculate_loss`` optimises and which parameters train."""
-        if stage not in STAGES:
-            raise ValueError(f"MMGRec stage {stage!r} must be one of {list(STAGES)}.")
-        self.stage = stage
-        if stage == "tokenizer":
-            self.codes_assigned.fill_(False)  # a (re)trained tokenizer needs new Rec-IDs
-            trainable = [
-                self.user_embedding,
-                self.item_cf_embedding,
-                self.feature_projection,
-                self.graph,
-                self.rqvae_encoder,
-                self.quantizer,
-                self.rqvae_decoder,
-            ]
-        else:
-            trainable = [self.encoder, self.decoder, self.token_embeddings, self.heads]
-            if self.encoder_input == "free" or self.finetune_item_embedding:
-                trainable.append(self.item_embedding)
-        self.requires_grad_(False)
-        for module in trainable:
-            module.requires_grad_(True)
-        self.bos.requires_grad_(stage == "generator")
+    def _stage_modules(self) -> dict[str, list]:
+        """Tokenizer: the graph and the RQ-VAE (Eq. 4-10); generator: the Transformer (Eq.
+        13-17), with the item embeddings when they are free inputs or fine-tuned."""
+        generator = [self.encoder, self.decoder, self.token_embeddings, self.heads, self.bos]
+        if self.encoder_input == "free" or self.finetune_item_embedding:
+            generator.append(self.item_embedding)
+        tokenizer = [
+            self.user_embedding,
+            self.item_cf_embedding,
+            self.feature_projection,
+            self.graph,
+            self.rqvae_encoder,
+            self.quantizer,
+            self.rqvae_decoder,
+        ]
+        return {"tokenizer": tokenizer, "generator": generator}
 
     def prepare_stage(self, stage: str, train_data=None) -> None:
         """Before the generator trains: assign Rec-IDs with the trained tokenizer.

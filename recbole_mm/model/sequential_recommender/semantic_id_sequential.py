@@ -113,7 +113,7 @@ class SemanticIdSequentialRecommender(SemanticIdRecommender, MultimodalSequentia
             placeholder_codes(self.n_items, codebook_size=self.codebook_size, n_levels=code_levels)
         )
         self.register_buffer("tokenizer_input", torch.zeros(0), persistent=False)
-        self.stage = self.stages[-1]
+        self.stage = self.stages[-1]  # every parameter trainable until a trainer picks a stage
 
     # -- what a model supplies ----------------------------------------------------------------
     def _build_item_side(self, config, dataset) -> int:
@@ -140,20 +140,6 @@ class SemanticIdSequentialRecommender(SemanticIdRecommender, MultimodalSequentia
         }
 
     # -- stages -------------------------------------------------------------------------------
-    def set_stage(self, stage: str) -> None:
-        if stage not in self.stages:
-            raise ValueError(
-                f"{type(self).__name__}: unknown stage {stage!r}; stages are {self.stages}."
-            )
-        self.stage = stage
-        if stage != "generator":
-            self.codes_assigned.fill_(False)  # a (re)trained tokenizer needs new codes
-        trainable = self._stage_modules()[stage]
-        for parameter in self.parameters():
-            parameter.requires_grad_(False)
-        for module in trainable:
-            module.requires_grad_(True)
-
     def prepare_stage(self, stage: str, train_data=None) -> None:
         if stage == "tokenizer":
             self.tokenizer_input = self._item_vectors().detach()
