@@ -197,3 +197,24 @@ def test_mlp_puts_a_relu_between_layers_and_none_after_the_last():
     assert [type(m).__name__ for m in mlp([6, 3])] == ["Linear"]
     with pytest.raises(ValueError, match="an input and an output width"):
         mlp([6])
+
+
+def test_rq_vae_parts_mirror_each_other():
+    from recbole_mm.model.layers.quantizer import rq_vae
+
+    encoder, quantizer, decoder = rq_vae(
+        in_dim=12,
+        hidden_sizes=[8, 6],
+        latent_dim=4,
+        n_levels=3,
+        codebook_size=5,
+        beta=0.25,
+        kmeans_init=False,
+    )
+    widths = [m.out_features for m in encoder if isinstance(m, torch.nn.Linear)]
+    assert widths == [8, 6, 4]
+    assert [m.out_features for m in decoder if isinstance(m, torch.nn.Linear)] == [6, 8, 12]
+    assert quantizer.codebooks.shape == (3, 5, 4)
+    x = torch.randn(7, 12)
+    quantized, codes, _ = quantizer(encoder(x))
+    assert codes.shape == (7, 3) and decoder(quantized).shape == (7, 12)

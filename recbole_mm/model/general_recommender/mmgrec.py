@@ -74,10 +74,9 @@ from recbole_mm.model.generative import (
 )
 from recbole_mm.model.layers.graph import MeanGraphConv
 from recbole_mm.model.layers.quantizer import (
-    ResidualQuantizer,
     append_collision_index,
     kmeans,
-    mlp,
+    rq_vae,
 )
 from recbole_mm.model.layers.relation_attention import (
     CachedTransformerDecoder,
@@ -208,16 +207,16 @@ class MMGRec(SemanticIdRecommender, MultimodalGeneralRecommender):
             negative_slope=config["leaky_relu_slope"],
         )
         rqvae_in = d if self.rqvae_input == "graph" else self.features.width
-        hidden, latent = list(config["rq_hidden_sizes"]), config["rq_latent_dim"]
-        self.rqvae_encoder = mlp([rqvae_in, *hidden, latent])  # E of Eq. 6
-        self.quantizer = ResidualQuantizer(
+        # E of Eq. 6, the quantiser of Eq. 7-8, D of Eq. 9
+        self.rqvae_encoder, self.quantizer, self.rqvae_decoder = rq_vae(
+            in_dim=rqvae_in,
+            hidden_sizes=config["rq_hidden_sizes"],
+            latent_dim=config["rq_latent_dim"],
             n_levels=self.n_levels,
             codebook_size=self.codebook_size,
-            dim=latent,
             beta=config["rq_commitment_weight"],
             kmeans_init=config["rq_kmeans_init"],
         )
-        self.rqvae_decoder = mlp([latent, *hidden[::-1], rqvae_in])  # D of Eq. 9
         self.bpr_loss = BPRLoss()
         # Rec-ID generation (Sec. 4.3)
         self.vocab_sizes = [self.codebook_size] * self.n_levels + [self.popularity_vocab_size]

@@ -367,3 +367,33 @@ def reassign_last_level(
                 "collision level instead, or use a larger codebook."
             )
     return codes
+
+
+def rq_vae(
+    *,
+    in_dim: int,
+    hidden_sizes: Sequence[int],
+    latent_dim: int,
+    n_levels: int,
+    codebook_size: int,
+    beta: float,
+    kmeans_init: bool,
+) -> tuple[nn.Sequential, ResidualQuantizer, nn.Sequential]:
+    """The parts of an RQ-VAE (TIGER Sec. 3.1; MMGRec Eq. 6-9; CEMG Eq. 4), built in this
+    order, so their parameters are drawn in it: the MLP encoder ``in -> *hidden -> latent``,
+    the :class:`ResidualQuantizer` and the mirrored decoder ``latent -> *reversed(hidden) -> in``.
+
+    Returns:
+        ``(encoder, quantizer, decoder)``.
+    """
+    hidden = list(hidden_sizes)
+    encoder = mlp([in_dim, *hidden, latent_dim])
+    quantizer = ResidualQuantizer(
+        n_levels=n_levels,
+        codebook_size=codebook_size,
+        dim=latent_dim,
+        beta=beta,
+        kmeans_init=kmeans_init,
+    )
+    decoder = mlp([latent_dim, *hidden[::-1], in_dim])
+    return encoder, quantizer, decoder

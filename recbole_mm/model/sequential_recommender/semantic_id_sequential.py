@@ -36,10 +36,9 @@ from recbole_mm.model.checks import one_of, whole
 from recbole_mm.model.generative import SemanticIdRecommender, beam_size_for, placeholder_codes
 from recbole_mm.model.layers.quantizer import (
     CodeSpaceFull,
-    ResidualQuantizer,
     append_collision_index,
-    mlp,
     reassign_last_level,
+    rq_vae,
 )
 from recbole_mm.model.layers.t5_generator import CodeGenerator
 
@@ -83,17 +82,15 @@ class SemanticIdSequentialRecommender(SemanticIdRecommender, MultimodalSequentia
 
         # define layers: the model's item side, the RQ-VAE on its vectors, the generator
         x_dim = self._build_item_side(config, dataset)
-        hidden = list(config["rq_hidden_sizes"])
-        latent = config["rq_latent_dim"]
-        self.rq_encoder = mlp([x_dim, *hidden, latent])
-        self.quantizer = ResidualQuantizer(
+        self.rq_encoder, self.quantizer, self.rq_decoder = rq_vae(
+            in_dim=x_dim,
+            hidden_sizes=config["rq_hidden_sizes"],
+            latent_dim=config["rq_latent_dim"],
             n_levels=self.n_levels,
             codebook_size=self.codebook_size,
-            dim=latent,
             beta=self.lambda_q,
             kmeans_init=config["rq_kmeans_init"],
         )
-        self.rq_decoder = mlp([latent, *hidden[::-1], x_dim])
         code_levels = self.n_levels + int(self.collision_policy == "append")
         self.vocab_sizes = [self.codebook_size] * code_levels
         sizes = dict(
