@@ -12,6 +12,20 @@ from __future__ import annotations
 
 import copy
 
+# The RQ-VAE and T5 generator of the semantic-id sequential models (CEMG, TIGER), at tiny sizes.
+_TINY_SEMANTIC_IDS = {
+    "rq_levels": 2,
+    "rq_codebook_size": 8,
+    "rq_hidden_sizes": [8],
+    "rq_latent_dim": 4,
+    "t5_d_model": 8,
+    "t5_d_ff": 16,
+    "t5_layers": 1,
+    "t5_heads": 2,
+    "beam_size": 5,
+    "history_length": 5,
+}
+
 # Model -> settings. Every recbole_mm model has an entry (the contract test checks it), even
 # one that needs nothing beyond the common tiny settings.
 TINY_MODEL_SETTINGS: dict[str, dict] = {
@@ -38,32 +52,11 @@ TINY_MODEL_SETTINGS: dict[str, dict] = {
         "n_heads": 2,
         "history_length": 6,
     },
-    "CEMG": {
-        "embedding_size": 4,
-        "rq_levels": 2,
-        "rq_codebook_size": 8,
-        "rq_hidden_sizes": [8],
-        "rq_latent_dim": 4,
-        "t5_d_model": 8,
-        "t5_d_ff": 16,
-        "t5_layers": 1,
-        "t5_heads": 2,
-        "beam_size": 5,
-        "history_length": 5,
-    },
+    "CEMG": {"embedding_size": 4, **_TINY_SEMANTIC_IDS},
     "TIGER": {
-        "rq_levels": 2,
-        "rq_codebook_size": 8,
-        "rq_hidden_sizes": [8],
-        "rq_latent_dim": 4,
-        "t5_d_model": 8,
-        "t5_d_ff": 16,
-        "t5_layers": 1,
-        "t5_heads": 2,
+        **_TINY_SEMANTIC_IDS,
         "t5_d_kv": 4,
         "user_hash_buckets": 16,
-        "beam_size": 5,
-        "history_length": 5,
         # The paper's Adagrad at 0.4 collapses these 4-d codebooks within a few steps (14 of
         # 29 items on one tuple at seed 2020, which 8 collision codes cannot separate).
         "stage_learning_rate": {"tokenizer": 0.05, "generator": 0.01},
