@@ -9,9 +9,9 @@ Steps, one after the other and never two at once (many processes sharing one GPU
 1. ``environment``: device name and memory, Python, torch, CUDA, numpy, scipy, pandas, RecBole.
 2. ``gtc_scale``: ``benchmarks/gtc_scale.py`` on the Amazon-Sports-size random graph, GTC and
    RecBole's LightGCN in the same run (s per training batch, evaluation s, their ratio).
-3. One step per model, GTC, MMGRec, IMECD, CEMG, VBPR and the references LightGCN and SASRec:
+3. One step per model, every recbole_mm model of the registry and the references LightGCN and SASRec:
    ``recbole_mm.benchmark`` on ml-100k-mm, leave-one-out by time (one split for every model),
-   each model's default YAML (its paper sizes), 2 epochs (2 per stage for the multi-stage models),
+   each model's default YAML (its paper sizes), 2 epochs (2 per stage its class declares),
    validation every epoch: s/epoch, validation s, test s, peak GPU MB.
 4. ``beam_search``: ``benchmarks/beam_search.py`` at its documented scale (20,000 items,
    3 x 128 codes + a collision level, beam 20), 256 and 1,024 users per batch.
@@ -47,32 +47,9 @@ BENCHMARKS = REPO / "benchmarks"
 RESERVE_S = 5.0  # kept back at the end for writing the table
 
 REFERENCE_MODELS = ("LightGCN", "SASRec")
-MODELS = ("GTC", "MMGRec", "IMECD", "CEMG", "VBPR", *REFERENCE_MODELS)
-# Settings each model needs on top of its YAML: epochs of every stage. The content roles come from
-# the dataset (ml-100k-mm: text, and kg playing the visual role).
-MODEL_SETTINGS: dict[str, dict] = {
-    "MMGRec": {"stage_epochs": {"tokenizer": 2, "generator": 2}},
-    "CEMG": {"stage_epochs": {"collab": 2, "tokenizer": 2, "generator": 2}},
-}
 COMMON_SETTINGS = {"epochs": 2, "eval_step": 1, "show_progress": False}
-
-# Smoke mode: tiny sizes (the tests', see smoke_model_settings) on a tiny dataset.
-SMOKE_COMMON = {
-    "epochs": 1,
-    "eval_step": 1,
-    "show_progress": False,
-    "train_batch_size": 64,
-    "eval_batch_size": 4096,
-    "embedding_size": 8,
-    "hidden_size": 8,
-    "inner_size": 16,
-    "n_layers": 1,
-    "n_heads": 1,
-    "MAX_ITEM_LIST_LENGTH": 10,
-    "metrics": ["Recall", "NDCG"],
-    "topk": [5, 10],
-    "valid_metric": "NDCG@10",
-}
+# Smoke mode: the tests' tiny sizes (recbole_mm/smoke.py) on a tiny dataset, two cut-offs.
+SMOKE_OVERRIDES = {"eval_step": 1, "topk": [5, 10], "valid_metric": "NDCG@10"}
 SMOKE_DATASET = "gpu-suite-smoke"
 
 
@@ -120,7 +97,7 @@ def plan(args) -> list[Step]:
             ["gtc_scale.py", *gtc.split(), "--device", device],
         )
     )
-    steps += [Step(model, "model", caps["model"], 20) for model in MODELS]
+    steps += [Step(model, "model", caps["model"], 20) for model in suite_models()]
     steps += [
         Step(
             name, "script", caps["beam"], 10, ["beam_search.py", *extra.split(), "--device", device]
@@ -198,21 +175,31 @@ def read_script_figures(script: str, folder: Path) -> dict:
     return json.loads((folder / "results.json").read_text())  # mmgrec_inference
 
 
-def smoke_model_settings(model: str) -> dict:
-    """``model``'s settings in smoke mode: one epoch per stage and the tests' tiny sizes
-    (recbole_mm/smoke.py, imported here: recbole_mm imports RecBole, which only model steps need).
-    """
-    from recbole_mm.smoke import tiny_settings
+def suite_models() -> tuple[str, ...]:
+    """Every recbole_mm model of the registry, in name order, then the reference backbones."""
+    from recbole_mm.utils import recbole_mm_models
 
-    if model == "MMGRec":
-        return {"stage_epochs": {"tokenizer": 1, "generator": 1}, **tiny_settings(model)}
-    if model == "CEMG":
-        return {
-            "stage_epochs": {"collab": 1, "tokenizer": 1, "generator": 1},
-            # Beam 10, not the tests' 5: CEMG ranks only its beams, and the largest top-K is 10.
-            **tiny_settings(model, beam_size=10),
-        }
-    return tiny_settings(model)
+    return (*sorted(recbole_mm_models()), *REFERENCE_MODELS)
+
+
+def model_settings(model: str, *, smoke: bool) -> dict:
+    """``model``'s settings on top of its YAML: every stage it declares for one epoch (smoke:
+    with the tests' tiny sizes and common settings, recbole_mm/smoke.py) or two.
+
+    A generative model ranks only its beams: in smoke mode its beams cover the largest top-K.
+    Imported here, not at the top: recbole_mm imports RecBole, which only model steps need.
+    """
+    from recbole_mm.smoke import tiny_common, tiny_settings, tiny_stage_epochs
+    from recbole_mm.utils import recbole_mm_models
+
+    model_class = recbole_mm_models().get(model)
+    stages = tiny_stage_epochs(model_class, 1 if smoke else 2) if model_class else {}
+    if not smoke:
+        return {**COMMON_SETTINGS, **stages}
+    settings = {**tiny_common(**SMOKE_OVERRIDES), **stages, **tiny_settings(model)}
+    if settings.get("beam_size") is not None:
+        settings["beam_size"] = max(settings["beam_size"], max(SMOKE_OVERRIDES["topk"]))
+    return settings
 
 
 def run_model_step(step: Step, out: Path, limit_s: float, args, dataset_settings: dict) -> None:
@@ -220,10 +207,7 @@ def run_model_step(step: Step, out: Path, limit_s: float, args, dataset_settings
     from recbole_mm.benchmark import run_benchmark
 
     model = step.name
-    if args.smoke:
-        settings = {**SMOKE_COMMON, **smoke_model_settings(model)}
-    else:
-        settings = {**COMMON_SETTINGS, **MODEL_SETTINGS.get(model, {})}
+    settings = model_settings(model, smoke=args.smoke)
     if args.device == "cpu":
         settings["use_gpu"] = False
     settings.update(dataset_settings)

@@ -12,6 +12,22 @@ from __future__ import annotations
 
 import copy
 
+# The settings every smoke run shares, on top of each model's own (TINY_MODEL_SETTINGS): the
+# tests' tiny_config and benchmarks/gpu_suite.py --smoke start from them.
+TINY_COMMON: dict = {
+    "epochs": 1,
+    "train_batch_size": 64,
+    "eval_batch_size": 4096,
+    "embedding_size": 8,
+    "hidden_size": 8,
+    "inner_size": 16,
+    "n_layers": 1,
+    "n_heads": 1,
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "show_progress": False,
+    "metrics": ["Recall", "NDCG"],
+}
+
 # The RQ-VAE and T5 generator of the semantic-id sequential models (CEMG, TIGER), at tiny sizes.
 _TINY_SEMANTIC_IDS = {
     "rq_levels": 2,
@@ -62,6 +78,19 @@ TINY_MODEL_SETTINGS: dict[str, dict] = {
         "stage_learning_rate": {"tokenizer": 0.05, "generator": 0.01},
     },
 }
+
+
+def tiny_common(**overrides) -> dict:
+    """A fresh copy of :data:`TINY_COMMON` with ``overrides`` applied."""
+    settings = copy.deepcopy(TINY_COMMON)
+    settings.update(copy.deepcopy(overrides))
+    return settings
+
+
+def tiny_stage_epochs(model_class: type, epochs: int = 1) -> dict:
+    """``{"stage_epochs": {stage: epochs}}`` for a model trained in stages, else ``{}``."""
+    stages = tuple(getattr(model_class, "stages", ()) or ())
+    return {"stage_epochs": {stage: epochs for stage in stages}} if stages else {}
 
 
 def tiny_settings(model: str, **overrides) -> dict:

@@ -77,20 +77,13 @@ def write_tiny_dataset(
 
 def tiny_config(data_root: Path, **overrides) -> dict:
     """A configuration dict for fast runs on the tiny dataset."""
+    from recbole_mm.smoke import tiny_common
+
     config = {
         "data_path": str(data_root),
         "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
         "modalities": {"text": {"dim": 8}, "image": {"dim": 6}},
-        "epochs": 1,
-        "train_batch_size": 64,
-        "eval_batch_size": 4096,
-        "embedding_size": 8,
-        "hidden_size": 8,
-        "inner_size": 16,
-        "n_layers": 1,
-        "n_heads": 1,
-        "MAX_ITEM_LIST_LENGTH": 10,
-        "show_progress": False,
+        **tiny_common(),
         "state": "ERROR",
         "use_gpu": False,
         "checkpoint_dir": str(data_root / "saved"),

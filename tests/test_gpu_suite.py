@@ -10,17 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+from recbole_mm.utils import recbole_mm_models
+
 REPO = Path(__file__).resolve().parents[1]
 SUITE = REPO / "benchmarks" / "gpu_suite.py"
 # The steps of the full suite, in order; the table must list each of them.
 STEPS = [
     "environment",
     "gtc_scale",
-    "GTC",
-    "MMGRec",
-    "IMECD",
-    "CEMG",
-    "VBPR",
+    *sorted(recbole_mm_models()),  # every model of the registry, in name order
     "LightGCN",
     "SASRec",
     "beam_search",
@@ -28,7 +26,15 @@ STEPS = [
 ]
 # Enough to cross every kind of step in under a minute: the two multi-stage models (their
 # per-stage epochs are the settings most likely to be wrong), each script, the environment.
-SELECTED = ["environment", "gtc_scale", "MMGRec", "CEMG", "beam_search", "mmgrec_inference"]
+SELECTED = [
+    "environment",
+    "gtc_scale",
+    "MMGRec",
+    "CEMG",
+    "TIGER",
+    "beam_search",
+    "mmgrec_inference",
+]
 
 
 def _suite():
@@ -76,10 +82,12 @@ def test_smoke_mode_on_cpu_writes_one_table_with_every_step(tmp_path):
     assert scale["lightgcn"]["s_per_batch"] > 0 and scale["lightgcn"]["n_params"] > 0
     assert scale["ratio"]["train_batch_gtc_over_lightgcn"] > 0
     assert "GTC/LightGCN" in rows["gtc_scale"][4]
-    # One epoch per stage: 2 stages for MMGRec, 3 for CEMG, each validated run tested.
+    # One epoch per stage, the stages read from each model class: 2 for MMGRec and TIGER, 3 for
+    # CEMG, each validated run tested.
     assert steps["MMGRec"]["figures"]["epochs"] == 2
     assert steps["CEMG"]["figures"]["epochs"] == 3
-    for model in ("MMGRec", "CEMG"):
+    assert steps["TIGER"]["figures"]["epochs"] == 2
+    for model in ("MMGRec", "CEMG", "TIGER"):
         figures = steps[model]["figures"]
         assert figures["train_s_per_epoch"] > 0 and figures["test_s"] > 0
         assert "--protocol=loo" in steps[model]["command"]
