@@ -3,7 +3,7 @@ train and rank in seconds on a CPU, shared by the test suite (the contract test 
 and the per-model tests under tests/models/) and ``benchmarks/gpu_suite.py --smoke``.
 
 They sit on top of a model's YAML and of the run's common settings (the tests' ``tiny_config``,
-the suite's ``SMOKE_COMMON``); each user adds what it needs, and says why, through
+the shared ``TINY_COMMON`` below); each user adds what it needs, and says why, through
 :func:`tiny_settings`. The seeded golden values of tests/models/test_generative.py (MMGRec, CEMG)
 were recorded at these sizes: changing one here changes those numbers.
 """
