@@ -103,7 +103,7 @@ def test_full_sort_equals_predict_on_every_pair_and_evaluation_is_repeatable(tin
         ("n_hyper_layers", 0),
         ("n_hyperedges", 0),
         ("hyperedge_keep_rate", 0.0),
-        ("gumbel_temperature", 0.0),
+        ("gumbel_tau", 0.0),
         ("cl_weight", -1.0),
     ],
 )

@@ -65,7 +65,7 @@ class LGMRec(MultimodalGeneralRecommender):
         "global_weight": number(0),
         "cl_weight": number(0),
         "reg_weight": number(0),
-        "gumbel_temperature": number(0, low_open=True),
+        "gumbel_tau": number(0, low_open=True),
         "cl_temperature": number(0, low_open=True),
     }
 
@@ -85,7 +85,7 @@ class LGMRec(MultimodalGeneralRecommender):
         self.global_weight = config["global_weight"]
         self.cl_weight = config["cl_weight"]
         self.reg_weight = config["reg_weight"]
-        self.gumbel_temperature = config["gumbel_temperature"]
+        self.gumbel_tau = config["gumbel_tau"]
         self.cl_temperature = config["cl_temperature"]
         self.roles = list(self.features)
         if len(self.roles) == 1:
@@ -162,7 +162,7 @@ class LGMRec(MultimodalGeneralRecommender):
         item_logits = self.features[role] @ self.hyperedges[role].T  # (H1): H_i = X^m V^m^T
         user_logits = user_hyperedge_logits(self.interactions, item_logits)  # (H1): H_u = R H_i
         return tuple(
-            hyperedge_assignment(logits, temperature=self.gumbel_temperature, gumbel=self.training)
+            hyperedge_assignment(logits, temperature=self.gumbel_tau, gumbel=self.training)
             for logits in (item_logits, user_logits)
         )
 
