@@ -124,7 +124,7 @@ def test_the_prompt_starts_with_the_hashed_user_token(tiny_root):
 
 def test_tiger_is_cemg_without_the_collaborative_stage(tiny_root):
     """No collab stage, no graph, no user/item embeddings, no fusion, no PCA, no diversity
-    term: the RQ-VAE reads the content as the dataset gives it."""
+    term: the RQ-VAE reads the content as the dataset gives it, centred and scaled."""
     config, train, _, _ = _setup(tiny_root)
     tiger = _model(config, train)
     cemg_config, cemg_train, _, _ = tiny_splits(tiny_root, "CEMG", **tiny_settings("CEMG"))
@@ -134,11 +134,13 @@ def test_tiger_is_cemg_without_the_collaborative_stage(tiny_root):
         assert hasattr(cemg, part) and not hasattr(tiger, part), part
     with pytest.raises(ValueError, match="unknown stage 'collab'"):
         tiger.set_stage("collab")
-    # The tokenizer's input is the text features themselves (CEMG: PCA'd, fused, rescaled).
+    # The tokenizer's input is the text features themselves, centred and scaled to unit RMS
+    # (CEMG: PCA'd, fused, rescaled).
     text = train._dataset.modality_features("text")
     tiger.set_stage("tokenizer")
     tiger.prepare_stage("tokenizer", train)
-    assert torch.equal(tiger.tokenizer_input, text)
+    centred = text[1:] - text[1:].mean(0)
+    torch.testing.assert_close(tiger.tokenizer_input[1:], centred / centred.pow(2).mean().sqrt())
     assert tiger.rq_encoder[0].in_features == text.shape[1]
     z = tiger.rq_encoder(tiger.tokenizer_input[1:])
     assert tiger._tokenizer_regulariser(z) is None
@@ -188,6 +190,22 @@ def test_the_papers_sizes_are_the_defaults():
     )
     # 6 heads of 64 over d_model 128: the attention is wider than the model (not 128 / 6).
     assert count_parameters(**sizes) == 4_847_104
+
+
+def test_the_rq_vae_reads_centred_unit_rms_content(tiny_root):
+    config, train, _, _ = _setup(tiny_root)
+    model = _model(config, train)
+    x = model._item_vectors()
+    torch.testing.assert_close(x[1:].mean(0), torch.zeros(x.shape[1]), atol=1e-5, rtol=0)
+    assert x[1:].pow(2).mean().sqrt().item() == pytest.approx(1.0, rel=1e-5)
+    assert (x[0] == 0).all()  # padding
+    # The same directions as the content: a centring and one scale, nothing else.
+    raw = model.features.concatenated()[1:]
+    centred = raw - raw.mean(0)
+    torch.testing.assert_close(x[1:] * centred.pow(2).mean().sqrt(), centred)
+    config, train, _, _ = _setup(tiny_root, rq_input_norm="none")
+    plain = _model(config, train)
+    torch.testing.assert_close(plain._item_vectors(), plain.features.concatenated())
 
 
 def test_bad_configuration(tiny_root):

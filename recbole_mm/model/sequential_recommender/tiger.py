@@ -22,6 +22,12 @@ Deviations:
       384-d MiniLM text, amazon-*: its text features), as given, in place of the paper's 768-d
       sentence-T5 embedding of title, price, category and brand. Any one modality can play it
       (``{textual: image}``); several at once are CEMG's "w/o Collab" ablation.
+    - The RQ-VAE reads the content centred (less the mean item vector) and scaled to unit
+      root-mean-square (``rq_input_norm: center``, a gap-fill; the paper does not say how its
+      embeddings enter). Raw MiniLM vectors share one large direction (mean row norm 0.67 of
+      1) and vary by 0.04 per dimension: on ml-100k-mm every item then fell on one code tuple
+      within 50 steps, under Adagrad at 0.4, 0.05 and 0.01 and AdamW at 1e-3 alike
+      (docs/models/TIGER.md); ``none`` feeds them as loaded.
     - The 4th code ranks the items of a colliding tuple by training popularity (the paper's
       order is unstated); beyond 256 items per tuple the run stops with an error.
     - User token: ``hash(user) mod user_hash_buckets`` with a fixed multiplicative hash (the
@@ -41,7 +47,7 @@ from __future__ import annotations
 
 import torch
 
-from recbole_mm.model.checks import whole
+from recbole_mm.model.checks import one_of, whole
 from recbole_mm.model.sequential_recommender.semantic_id_sequential import (
     SemanticIdSequentialRecommender,
 )
@@ -70,12 +76,14 @@ class TIGER(SemanticIdSequentialRecommender):
         **SemanticIdSequentialRecommender.SETTINGS,
         "user_hash_buckets": whole(0),
         "t5_d_kv": whole(1, optional=True),
+        "rq_input_norm": one_of("center", "none"),
     }
 
     def _build_item_side(self, config, dataset) -> int:
         # load parameters
         self.user_hash_buckets = config["user_hash_buckets"]
         self.d_kv = config["t5_d_kv"]
+        self.input_norm = config["rq_input_norm"]
         if not self.modality_roles:
             raise ValueError(
                 f"TIGER tokenises item content, but modality_roles = "
@@ -85,7 +93,14 @@ class TIGER(SemanticIdSequentialRecommender):
         return self.features.width  # Sec. 3.1: the content embedding itself
 
     def _item_vectors(self) -> torch.Tensor:
-        return self.features.concatenated()  # [n_items, d_content]
+        """The content (Sec. 3.1), centred and scaled to unit RMS over the real items
+        (``rq_input_norm: center``); row 0 (padding) is zero."""
+        x = self.features.concatenated()  # [n_items, d_content]
+        if self.input_norm == "none":
+            return x
+        real = x[1:] - x[1:].mean(dim=0)
+        real = real / real.pow(2).mean().sqrt().clamp(min=1e-12)
+        return torch.cat([torch.zeros_like(x[:1]), real])
 
     def _generator_options(self, config, sizes: dict) -> dict:
         return {
