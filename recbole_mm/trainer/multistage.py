@@ -27,7 +27,9 @@ last stage's best checkpoint is ``saved_model_file``, so ``evaluate(load_best_mo
 Config keys: ``stage_epochs``, ``stage_learning_rate`` and ``stage_batch_size`` (``{stage:
 value}``; missing stages use ``epochs`` / ``learning_rate`` / ``train_batch_size``; defaults in
 ``properties/overall.yaml``), ``sgd_momentum`` (momentum of ``learner: sgd``, which RecBole
-builds without; unset or 0: none), and RecBole's own
+builds without; unset or 0: none), ``adagrad_initial_accumulator`` (the starting sum of squared
+gradients of ``learner: adagrad``, which RecBole leaves at PyTorch's 0; TensorFlow's default is
+0.1; unset or 0: PyTorch's), and RecBole's own
 ``train_stage`` (``all`` when unset, a stage name, or a stage name followed by ``+`` for that
 stage and the ones after it) and ``pre_model_path`` (a checkpoint to start from; a stage
 checkpoint of an unfinished stage is resumed at its next epoch with its optimizer state).
@@ -288,6 +290,14 @@ class MultiStageTrainer(SafeCheckpointMixin, Trainer):
         if momentum and self.learner.lower() == "sgd":  # RecBole's SGD has no momentum
             self.optimizer = torch.optim.SGD(
                 params, lr=self.learning_rate, momentum=momentum, weight_decay=self.weight_decay
+            )
+        accumulator = float(self.config["adagrad_initial_accumulator"] or 0.0)
+        if accumulator and self.learner.lower() == "adagrad":  # RecBole's starts at 0
+            self.optimizer = torch.optim.Adagrad(
+                params,
+                lr=self.learning_rate,
+                initial_accumulator_value=accumulator,
+                weight_decay=self.weight_decay,
             )
         self.start_epoch = 0
         self.cur_step = 0

@@ -323,6 +323,26 @@ def test_sgd_momentum_reaches_each_stage_optimizer(toy, tiny_root, tmp_path):
         assert {id(p) for p in group["params"]} == trainable
 
 
+def test_adagrad_initial_accumulator_reaches_each_stage_optimizer(toy, tiny_root, tmp_path):
+    """RecBole builds Adagrad from a zero sum of squares, whose first step moves every weight by
+    the learning rate; adagrad_initial_accumulator (TIGER: TensorFlow's 0.1) starts it higher."""
+    _, model, trainer, train, _, _ = _setup(
+        tiny_root, tmp_path, learner="adagrad", adagrad_initial_accumulator=0.1
+    )
+    for stage in ("items", "users"):
+        trainer._enter_stage(stage, train)
+        assert isinstance(trainer.optimizer, torch.optim.Adagrad)
+        (group,) = trainer.optimizer.param_groups
+        assert group["initial_accumulator_value"] == 0.1
+        state = trainer.optimizer.state[group["params"][0]]
+        assert torch.all(state["sum"] == 0.1)
+        trainable = {id(p) for p in model.parameters() if p.requires_grad}
+        assert {id(p) for p in group["params"]} == trainable
+    _, _, plain, train, _, _ = _setup(tiny_root, tmp_path / "plain", learner="adagrad")
+    plain._enter_stage("items", train)
+    assert plain.optimizer.param_groups[0]["initial_accumulator_value"] == 0
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [

@@ -33,7 +33,9 @@ Deviations:
     - User token: ``hash(user) mod user_hash_buckets`` with a fixed multiplicative hash (the
       paper names the hashing trick, not the hash); ``user_hash_buckets: 0`` drops the token.
     - Optimisation: one ``learner`` for both stages (Adagrad, the paper's RQ-VAE optimiser; the
-      paper does not name the Transformer's) at ``stage_learning_rate`` 0.4 and 0.01, without
+      paper does not name the Transformer's) at ``stage_learning_rate`` 0.4 and 0.01, its sum of
+      squared gradients starting at TensorFlow's 0.1 (``adagrad_initial_accumulator``; from
+      PyTorch's 0 the first step at 0.4 made the RQ-VAE diverge), without
       the paper's inverse-square-root decay after 10k steps (RecBole has no scheduler); the
       RQ-VAE draws ``rq_batch_size`` items per training batch rather than running 20k epochs
       over the items; the generator's budget is epochs with early stopping, not 200k steps.
