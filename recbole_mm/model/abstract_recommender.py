@@ -18,8 +18,9 @@ Content roles. A model names the content it uses by role.
 - Fixed roles (IMECD, CEMG declare ``visual`` and ``textual``): with ``~`` each role takes the
   modality the dataset's YAML tags with it (``modalities: {kg: {dim: 64, role: visual}}``),
   else the modality named like the role or by its usual name
-  (``recbole_mm.data.modalities.USUAL_NAMES``: visual -> image, textual -> text). The tag is how a dataset says which modality plays a role: every
-  model with that role reads it, and models with free roles ignore it.
+  (``recbole_mm.data.modalities.USUAL_NAMES``: visual -> image, textual -> text). The tag is
+  how a dataset says which modality plays a role: every model with that role reads it, and
+  models with free roles ignore it.
 - A mapping ``{role: modality}`` names exactly the roles used, in the model's role order for
   fixed roles and in the mapping's order otherwise: a role mapped to ``null`` is dropped and
   ``{}`` is no content. It holds wherever it is set (config files, config dict, command line,
