@@ -9,7 +9,8 @@ Steps, one after the other and never two at once (many processes sharing one GPU
 1. ``environment``: device name and memory, Python, torch, CUDA, numpy, scipy, pandas, RecBole.
 2. ``gtc_scale``: ``benchmarks/gtc_scale.py`` on the Amazon-Sports-size random graph, GTC and
    RecBole's LightGCN in the same run (s per training batch, evaluation s, their ratio).
-3. One step per model, every recbole_mm model of the registry and the references LightGCN and SASRec:
+3. One step per model, every recbole_mm model of the registry and the references LightGCN and
+   SASRec:
    ``recbole_mm.benchmark`` on ml-100k-mm, leave-one-out by time (one split for every model),
    each model's default YAML (its paper sizes), 2 epochs (2 per stage its class declares),
    validation every epoch: s/epoch, validation s, test s, peak GPU MB.
