@@ -1,4 +1,5 @@
-"""recbole_mm: multimodal recommenders (GTC, MMGRec, IMECD, CEMG) as a RecBole plugin."""
+"""recbole_mm: multimodal recommenders (GTC, MMGRec, IMECD, CEMG and their papers' baselines VBPR,
+FREEDOM, BM3, LATTICE, MGCN, LGMRec, TIGER) as a RecBole plugin."""
 
 try:
     import recbole  # noqa: F401

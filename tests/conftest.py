@@ -116,6 +116,25 @@ def seeded_model(model: str, config, train, seed: int = 0):
     return get_model(model)(config, train._dataset)
 
 
+def trained_run(data_root: Path, model: str, folder: Path, **overrides) -> tuple:
+    """One full multi-stage training run of ``model`` on the tiny dataset (weights drawn under
+    seed 0, checkpoints under ``folder``), tested with its best checkpoint.
+
+    Returns:
+        ``(config, model, trainer, (train, valid, test), test result)``.
+    """
+    from recbole_mm.trainer.multistage import MultiStageTrainer
+
+    config, train, valid, test = tiny_splits(
+        data_root, model, checkpoint_dir=str(folder / "saved"), **overrides
+    )
+    net = seeded_model(model, config, train)
+    trainer = MultiStageTrainer(config, net)
+    trainer.fit(train, valid, saved=True, show_progress=False)
+    result = trainer.evaluate(test, load_best_model=True, show_progress=False)
+    return config, net, trainer, (train, valid, test), result
+
+
 def tiny_code_generator(backbone: str, vocab_sizes, *, seed: int = 0, max_prompt_tokens: int = 24):
     """A small :class:`CodeGenerator` (d_model 8, one block each side, no dropout), in eval mode,
     its weights drawn under ``torch.manual_seed(seed)``."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, seeded_model, tiny_config, tiny_splits, write_tiny_dataset
+from conftest import TINY, seeded_model, tiny_config, tiny_splits, trained_run, write_tiny_dataset
 from recbole_ranking import recbole_hits
 
 from recbole_mm.evaluation import evaluate_cold_start
@@ -36,13 +36,7 @@ def _model(config, train, seed=0):
 @pytest.fixture(scope="module")
 def trained(tiny_root, tmp_path_factory):
     """One full three-stage run on tiny-mm, 1-2 epochs per stage."""
-    tmp = tmp_path_factory.mktemp("cemg")
-    config, train, valid, test = _setup(tiny_root, tmp)
-    model = _model(config, train)
-    trainer = MultiStageTrainer(config, model)
-    trainer.fit(train, valid, saved=True, show_progress=False)
-    result = trainer.evaluate(test, load_best_model=True, show_progress=False)
-    return config, model, trainer, (train, valid, test), result
+    return trained_run(tiny_root, "CEMG", tmp_path_factory.mktemp("cemg"), **SMALL)
 
 
 def test_three_stages_train_and_evaluate(trained):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY, seeded_model, tiny_config, tiny_splits
+from conftest import TINY, seeded_model, tiny_config, tiny_splits, trained_run
 
 from recbole_mm.model.layers.t5_generator import count_parameters
 from recbole_mm.model.sequential_recommender.tiger import hash_user_ids
@@ -34,13 +34,7 @@ def _model(config, train, seed=0):
 @pytest.fixture(scope="module")
 def trained(tiny_root, tmp_path_factory):
     """One full two-stage run on tiny-mm (2 tokenizer epochs, 1 generator epoch)."""
-    tmp = tmp_path_factory.mktemp("tiger")
-    config, train, valid, test = _setup(tiny_root, tmp)
-    model = _model(config, train)
-    trainer = MultiStageTrainer(config, model)
-    trainer.fit(train, valid, saved=True, show_progress=False)
-    result = trainer.evaluate(test, load_best_model=True, show_progress=False)
-    return config, model, trainer, (train, valid, test), result
+    return trained_run(tiny_root, "TIGER", tmp_path_factory.mktemp("tiger"), **SMALL)
 
 
 def test_hash_user_ids_spreads_users_over_the_buckets():
